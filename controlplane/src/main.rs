@@ -1,0 +1,38 @@
+//! `k3rs`: a lightweight Kubernetes datastore and cluster manager with an embedded,
+//! etcd-compatible store.
+//!
+//! Subcommands: `server` (k3s-style server with the embedded store) and `etcd` (a standalone,
+//! drop-in etcd taking etcd's own flags).
+
+mod cli;
+mod etcd_flags;
+mod member;
+mod urls;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,raft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Server(args) => member::run(args.into_member_settings()).await,
+        cli::Command::Etcd(args) => match args.into_member_settings() {
+            Ok(settings) => member::run(settings).await,
+            Err(err) => Err(err),
+        },
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("k3rs: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

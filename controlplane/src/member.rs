@@ -1,0 +1,148 @@
+//! Runs one member: opens its engine under the data dir, starts the raft node, opens the
+//! client listeners only once the member has caught up, and shuts down cleanly on SIGTERM or
+//! SIGINT (in-flight requests finish or fail with `server stopped`; the engine is synced).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use raftstore::engine::EngineKind;
+use raftstore::identity::InitialMember;
+use raftstore::node::{NoPeers, NodeConfig};
+use tokio::sync::watch;
+
+use crate::urls::listen_addr;
+
+/// Everything needed to run a member, whichever command line it came from.
+#[derive(Debug)]
+pub struct MemberSettings {
+    /// etcd's data dir; the engine lives in `member/<engine>` under it.
+    pub data_dir: PathBuf,
+    pub engine: EngineKind,
+    pub node: NodeConfig,
+    pub listen_client: Vec<SocketAddr>,
+}
+
+impl MemberSettings {
+    /// A single-member cluster named `name` reachable at `client_url`.
+    pub fn new(data_dir: PathBuf, name: String, peer_url: String, client_url: String) -> Result<Self> {
+        let node = NodeConfig {
+            name: name.clone(),
+            initial_cluster: vec![InitialMember { name, peer_urls: vec![peer_url] }],
+            advertise_client_urls: vec![client_url.clone()],
+            ..NodeConfig::default()
+        };
+        Ok(Self {
+            data_dir,
+            engine: EngineKind::default_kind(),
+            node,
+            listen_client: vec![listen_addr(&client_url)?],
+        })
+    }
+
+    pub fn set_listen_client_urls(&mut self, urls: &[String]) -> Result<()> {
+        if urls.is_empty() {
+            bail!("no client URL to listen on");
+        }
+        self.listen_client = urls.iter().map(|u| listen_addr(u)).collect::<Result<_>>()?;
+        Ok(())
+    }
+
+    fn engine_dir(&self) -> PathBuf {
+        let name = match self.engine {
+            EngineKind::Memory => "memory",
+            #[cfg(feature = "rocksdb")]
+            EngineKind::RocksDb => "rocksdb",
+            #[cfg(feature = "sled")]
+            EngineKind::Sled => "sled",
+        };
+        self.data_dir.join("member").join(name)
+    }
+}
+
+/// Runs the member until a signal asks it to stop or it fails.
+pub async fn run(settings: MemberSettings) -> Result<()> {
+    create_private_dir(&settings.data_dir.join("member"))?;
+    let engine_dir = settings.engine_dir();
+    let engine = settings
+        .engine
+        .open(&engine_dir)
+        .with_context(|| format!("opening the store in {}", engine_dir.display()))?;
+    tracing::info!(engine = engine.kind(), dir = %engine_dir.display(), "storage engine open");
+
+    let running = raftstore::node::start(engine, settings.node, Arc::new(NoPeers))
+        .with_context(|| format!("starting the member in {}", settings.data_dir.display()))?;
+    running.ready().await.context("waiting for the member to catch up")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = Vec::new();
+    for addr in &settings.listen_client {
+        let incoming = etcd_api::TokioNet
+            .listen(*addr)
+            .await
+            .with_context(|| format!("listening for clients on {addr}"))?;
+        let mut stop = stop_rx.clone();
+        let handle = running.handle.clone();
+        servers.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            };
+            etcd_api::serve(handle, incoming, shutdown).await
+        }));
+        tracing::info!(%addr, "ready to serve client requests");
+    }
+
+    let mut driver = running.driver;
+    let outcome = tokio::select! {
+        biased;
+        signal = shutdown_signal() => {
+            tracing::info!(signal = signal?, "stopping");
+            Ok(())
+        }
+        finished = &mut driver => match finished {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(anyhow::Error::new(err).context("the raft node stopped")),
+            Err(err) => Err(anyhow::Error::new(err).context("the raft node task failed")),
+        },
+    };
+    stop_tx.send_replace(true);
+    running.handle.shutdown();
+    for server in servers {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "client listener ended with an error"),
+            Err(err) => tracing::warn!(error = %err, "client listener task failed"),
+        }
+    }
+    if !driver.is_finished() {
+        match driver.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "raft node stopped with an error"),
+            Err(err) => tracing::warn!(error = %err, "raft node task failed"),
+        }
+    }
+    outcome
+}
+
+/// Waits for SIGTERM or SIGINT; returns its name.
+async fn shutdown_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        biased;
+        _ = terminate.recv() => Ok("SIGTERM"),
+        _ = interrupt.recv() => Ok("SIGINT"),
+    }
+}
+
+/// Creates `dir` (and parents) readable only by its owner, as etcd does for its data dir.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))
+}

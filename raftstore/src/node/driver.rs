@@ -1,0 +1,334 @@
+//! The driver: the one task that owns raft-rs's `RawNode`.
+//!
+//! Each turn of the loop takes a tick or a batch of queued requests (every proposal waiting is
+//! proposed before the next Ready, so one fsync serves them all), then handles the Ready in this
+//! order: send messages; append entries and hard state in one engine write, fsynced when raft
+//! says it must be; apply committed entries; send the messages that needed the fsync; advance.
+//! A storage failure or an undecodable committed entry stops the driver with an error: a node
+//! never goes on in a state it cannot trust.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType};
+use raft::prelude::Ready;
+use raft::{RawNode, StateRole};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::MissedTickBehavior;
+
+use crate::error::{EtcdError, StorageError};
+use crate::mvcc::{CommandResponse, MvccStore};
+use crate::node::read_index::{ReadResponder, ReadRounds};
+use crate::node::status::{NodeStatus, StatusCell};
+use crate::node::transport::RaftTransport;
+use crate::node::NodeConfig;
+use crate::pb::k3rspb::RaftCommand;
+use crate::raft_log::RaftLogStore;
+
+/// What a proposer gets back once its entry is applied: the response and the revision after it.
+pub type ProposalResult = Result<(CommandResponse, i64), EtcdError>;
+
+/// Work handed to the driver.
+pub enum DriverRequest {
+    /// Propose an encoded [`RaftCommand`] whose id is `id`.
+    Propose { id: u64, data: Vec<u8>, respond: oneshot::Sender<ProposalResult> },
+    /// Wait for a linearizable read point.
+    ReadIndex { respond: ReadResponder },
+}
+
+/// Why the driver stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("storage failure in the raft loop: {0}")]
+    Storage(#[from] StorageError),
+    #[error("raft failure: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("committed raft entry {index} is not decodable: {reason}")]
+    CorruptEntry { index: u64, reason: String },
+}
+
+pub struct Driver {
+    pub raw_node: RawNode<RaftLogStore>,
+    pub log: RaftLogStore,
+    pub store: Arc<RwLock<MvccStore>>,
+    pub status: Arc<StatusCell>,
+    pub transport: Arc<dyn RaftTransport>,
+    pub config: NodeConfig,
+    pub member_id: u64,
+    waiters: HashMap<u64, oneshot::Sender<ProposalResult>>,
+    reads: ReadRounds,
+    applied_index: u64,
+    last_log_compaction_index: u64,
+    known_leader: (u64, u64),
+}
+
+impl Driver {
+    pub fn new(
+        raw_node: RawNode<RaftLogStore>,
+        log: RaftLogStore,
+        store: Arc<RwLock<MvccStore>>,
+        status: Arc<StatusCell>,
+        transport: Arc<dyn RaftTransport>,
+        config: NodeConfig,
+        member_id: u64,
+    ) -> Self {
+        let applied_index = store.read().consistent_index();
+        let reads = ReadRounds::new(config.election_ticks());
+        Self {
+            raw_node,
+            last_log_compaction_index: log.first_index().saturating_sub(1),
+            log,
+            store,
+            status,
+            transport,
+            config,
+            member_id,
+            waiters: HashMap::new(),
+            reads,
+            applied_index,
+            known_leader: (0, 0),
+        }
+    }
+
+    /// Runs until shutdown is signalled, every handle is dropped, or a fatal error.
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<DriverRequest>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), DriverError> {
+        let mut ticker = tokio::time::interval(self.config.tick_interval());
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let result = loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break Ok(()),
+                _ = ticker.tick() => self.on_tick(),
+                request = requests.recv() => match request {
+                    Some(request) => {
+                        self.on_request(request);
+                        for _ in 1..self.config.max_proposals_per_ready {
+                            match requests.try_recv() {
+                                Ok(request) => self.on_request(request),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => break Ok(()),
+                },
+            }
+            if let Some(context) = self.reads.start_round() {
+                self.raw_node.read_index(context);
+            }
+            if self.raw_node.has_ready() {
+                if let Err(err) = self.on_ready() {
+                    break Err(err);
+                }
+            }
+        };
+        let reason = match &result {
+            Ok(()) => EtcdError::Stopped,
+            Err(err) => {
+                tracing::error!(member = %format!("{:x}", self.member_id), error = %err, "raft driver stopped");
+                EtcdError::Stopped
+            }
+        };
+        self.fail_everything(reason);
+        if let Err(err) = self.log.sync() {
+            tracing::warn!(error = %err, "final sync at shutdown failed");
+        }
+        result
+    }
+
+    fn on_tick(&mut self) {
+        self.raw_node.tick();
+        if let Some(context) = self.reads.tick() {
+            self.raw_node.read_index(context);
+        }
+        // Callers that gave up (deadline) leave closed senders behind.
+        self.waiters.retain(|_, waiter| !waiter.is_closed());
+    }
+
+    fn on_request(&mut self, request: DriverRequest) {
+        match request {
+            DriverRequest::Propose { id, data, respond } => {
+                match self.raw_node.propose(Vec::new(), data) {
+                    Ok(()) => {
+                        self.waiters.insert(id, respond);
+                    }
+                    Err(raft::Error::ProposalDropped) => {
+                        let _ = respond.send(Err(self.no_leader_error()));
+                    }
+                    Err(err) => {
+                        let _ = respond.send(Err(EtcdError::Internal(format!("propose: {err}"))));
+                    }
+                }
+            }
+            DriverRequest::ReadIndex { respond } => {
+                if self.raw_node.raft.leader_id == raft::INVALID_ID {
+                    let _ = respond.send(Err(EtcdError::NoLeader));
+                } else {
+                    self.reads.enqueue(respond);
+                }
+            }
+        }
+    }
+
+    fn no_leader_error(&self) -> EtcdError {
+        if self.raw_node.raft.leader_id == raft::INVALID_ID {
+            EtcdError::NoLeader
+        } else {
+            // A known leader that refuses proposals is transferring leadership.
+            EtcdError::LeaderChanged
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<(), DriverError> {
+        let mut ready: Ready = self.raw_node.ready();
+        if !ready.messages().is_empty() {
+            self.transport.send(ready.take_messages());
+        }
+        if !ready.snapshot().is_empty() {
+            // Raft snapshots arrive with replication; a single member never receives one.
+            return Err(DriverError::Raft(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            )));
+        }
+        if !ready.entries().is_empty() || ready.hs().is_some() {
+            self.log.persist(ready.entries(), ready.hs(), ready.must_sync())?;
+        }
+        for read_state in ready.take_read_states() {
+            self.reads.on_read_state(&read_state.request_ctx, read_state.index, self.applied_index);
+        }
+        let committed = ready.take_committed_entries();
+        self.apply_committed(committed)?;
+        if !ready.persisted_messages().is_empty() {
+            self.transport.send(ready.take_persisted_messages());
+        }
+        let mut light = self.raw_node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.log.set_commit(commit)?;
+        }
+        if !light.messages().is_empty() {
+            self.transport.send(light.take_messages());
+        }
+        let committed = light.take_committed_entries();
+        self.apply_committed(committed)?;
+        self.raw_node.advance_apply();
+        self.maybe_compact_log()?;
+        self.publish_status();
+        Ok(())
+    }
+
+    fn apply_committed(&mut self, entries: Vec<Entry>) -> Result<(), DriverError> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let last_index = last.index;
+        let mut replies = Vec::new();
+        {
+            let mut store = self.store.write();
+            for entry in &entries {
+                match entry.get_entry_type() {
+                    EntryType::EntryNormal => {
+                        if entry.data.is_empty() {
+                            store.apply(entry.index, None)??;
+                            continue;
+                        }
+                        let command = RaftCommand::decode(entry.data.as_ref()).map_err(|err| {
+                            DriverError::CorruptEntry { index: entry.index, reason: err.to_string() }
+                        })?;
+                        let outcome = store.apply(entry.index, command.request.as_ref())?;
+                        if command.id != 0 {
+                            replies.push((command.id, outcome));
+                        }
+                    }
+                    EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                        let change = decode_conf_change(entry)?;
+                        let conf_state = self.raw_node.apply_conf_change(&change)?;
+                        self.log.set_conf_state(&conf_state)?;
+                        store.apply(entry.index, None)??;
+                    }
+                }
+            }
+        }
+        for (id, outcome) in replies {
+            if let Some(waiter) = self.waiters.remove(&id) {
+                let reply = outcome.and_then(|outcome| match outcome.response {
+                    Some(response) => Ok((response, outcome.revision)),
+                    None => Err(EtcdError::Internal("applied command gave no response".into())),
+                });
+                let _ = waiter.send(reply);
+            }
+        }
+        self.applied_index = last_index;
+        self.reads.on_applied(last_index);
+        Ok(())
+    }
+
+    /// Drops raft log entries once `snapshot_count` more were applied, keeping
+    /// `snapshot_catchup_entries` behind the applied index. The state they produced is synced
+    /// first, so the log never loses an entry whose effect is not durable.
+    fn maybe_compact_log(&mut self) -> Result<(), DriverError> {
+        if self.applied_index < self.last_log_compaction_index + self.config.snapshot_count {
+            return Ok(());
+        }
+        let compact_index = self.applied_index.saturating_sub(self.config.snapshot_catchup_entries);
+        if compact_index > self.log.first_index() {
+            self.log.sync()?;
+            self.log.compact(compact_index)?;
+        }
+        self.last_log_compaction_index = self.applied_index;
+        Ok(())
+    }
+
+    fn publish_status(&mut self) {
+        let raft = &self.raw_node.raft;
+        let leader = (raft.leader_id, raft.term);
+        if leader != self.known_leader {
+            if self.known_leader.0 != 0 && leader.0 != self.known_leader.0 {
+                self.reads.fail_in_flight(EtcdError::LeaderChanged);
+            }
+            tracing::info!(
+                member = %format!("{:x}", self.member_id),
+                leader = %format!("{:x}", raft.leader_id),
+                term = raft.term,
+                role = ?raft.state,
+                "raft leadership"
+            );
+            self.known_leader = leader;
+        }
+        self.status.publish(NodeStatus {
+            member_id: self.member_id,
+            leader_id: raft.leader_id,
+            term: raft.term,
+            commit_index: raft.raft_log.committed,
+            applied_index: self.applied_index,
+            last_index: raft.raft_log.last_index(),
+            is_learner: raft.state != StateRole::Leader
+                && raft.prs().conf().learners().contains(&self.member_id),
+        });
+    }
+
+    fn fail_everything(&mut self, error: EtcdError) {
+        for (_, waiter) in self.waiters.drain() {
+            let _ = waiter.send(Err(error.clone()));
+        }
+        self.reads.fail_all(error);
+    }
+}
+
+fn decode_conf_change(entry: &Entry) -> Result<ConfChangeV2, DriverError> {
+    let corrupt = |err: protobuf::ProtobufError| DriverError::CorruptEntry {
+        index: entry.index,
+        reason: err.to_string(),
+    };
+    if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
+        ConfChangeV2::parse_from_bytes(entry.data.as_ref()).map_err(corrupt)
+    } else {
+        let change = ConfChange::parse_from_bytes(entry.data.as_ref()).map_err(corrupt)?;
+        Ok(raft::prelude::ConfChangeI::into_v2(change))
+    }
+}

@@ -1,0 +1,240 @@
+//! `NodeHandle`: what the API layer calls. Cheap to clone; every call is safe from any task.
+//!
+//! Writes are validated, encoded, size-checked and handed to the driver; the call returns once
+//! the entry is committed and applied (so an acknowledged write is in the fsynced raft log).
+//! Linearizable reads wait for a ReadIndex round, serializable reads read local state at once.
+//! Every wait is bounded by the request timeout and ends in etcd's `request timed out`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use prost::Message as _;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::engine::KvEngine;
+use crate::error::EtcdError;
+use crate::mvcc::{validate, CommandResponse, MvccStore};
+use crate::node::driver::{DriverRequest, ProposalResult};
+use crate::node::status::{NodeStatus, StatusCell};
+use crate::node::NodeConfig;
+use crate::pb::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Member,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use crate::pb::k3rspb::{raft_command, ClusterIdentity, RaftCommand};
+
+/// A handle on a running member.
+#[derive(Clone)]
+pub struct NodeHandle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: NodeConfig,
+    identity: ClusterIdentity,
+    engine: Arc<dyn KvEngine>,
+    store: Arc<RwLock<MvccStore>>,
+    status: Arc<StatusCell>,
+    requests: mpsc::Sender<DriverRequest>,
+    request_id_prefix: u64,
+    next_request_seq: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+impl NodeHandle {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: NodeConfig,
+        identity: ClusterIdentity,
+        engine: Arc<dyn KvEngine>,
+        store: Arc<RwLock<MvccStore>>,
+        status: Arc<StatusCell>,
+        requests: mpsc::Sender<DriverRequest>,
+        boot_count: u64,
+        shutdown: watch::Sender<bool>,
+    ) -> Self {
+        // Request ids are unique across members (member id prefix) and across restarts of this
+        // member (boot count), so an old entry replayed after a restart never answers a new waiter.
+        let request_id_prefix =
+            ((identity.member_id & 0xffff) << 48) | ((boot_count & 0xffff) << 32);
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                identity,
+                engine,
+                store,
+                status,
+                requests,
+                request_id_prefix,
+                next_request_seq: AtomicU64::new(1),
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.shared.config
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.shared.identity.member_id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.shared.identity.cluster_id
+    }
+
+    pub fn engine(&self) -> &Arc<dyn KvEngine> {
+        &self.shared.engine
+    }
+
+    /// The MVCC store, for reads that need no raft round (tests, hashing, snapshots).
+    pub fn store(&self) -> &Arc<RwLock<MvccStore>> {
+        &self.shared.store
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        self.shared.status.get()
+    }
+
+    /// A receiver woken on every status change.
+    pub fn status_changes(&self) -> watch::Receiver<NodeStatus> {
+        self.shared.status.subscribe()
+    }
+
+    /// The cluster's members as MemberList shows them.
+    pub fn members(&self) -> Vec<Member> {
+        self.shared.identity.members.clone()
+    }
+
+    /// A response header as etcd fills it: cluster, member, `revision`, current raft term.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id(),
+            member_id: self.member_id(),
+            revision,
+            raft_term: self.status().term,
+        }
+    }
+
+    /// Asks the driver to stop; in-flight requests fail with `server stopped`.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+
+    pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, EtcdError> {
+        validate::check_range(&request)?;
+        if !request.serializable {
+            self.read_barrier().await?;
+        }
+        let mut response = self.shared.store.read().range(&request)?;
+        let revision = response.header.as_ref().map_or(0, |h| h.revision);
+        response.header = Some(self.header(revision));
+        Ok(response)
+    }
+
+    pub async fn put(&self, request: PutRequest) -> Result<PutResponse, EtcdError> {
+        validate::check_put(&request)?;
+        match self.propose(raft_command::Request::Put(request)).await? {
+            (CommandResponse::Put(mut response), revision) => {
+                response.header = Some(self.header(revision));
+                Ok(response)
+            }
+            _ => Err(mismatched_response("put")),
+        }
+    }
+
+    pub async fn delete_range(
+        &self,
+        request: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, EtcdError> {
+        validate::check_delete_range(&request)?;
+        match self.propose(raft_command::Request::DeleteRange(request)).await? {
+            (CommandResponse::DeleteRange(mut response), revision) => {
+                response.header = Some(self.header(revision));
+                Ok(response)
+            }
+            _ => Err(mismatched_response("delete range")),
+        }
+    }
+
+    pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, EtcdError> {
+        validate::check_txn(&request, self.shared.config.max_txn_ops)?;
+        match self.propose(raft_command::Request::Txn(request)).await? {
+            (CommandResponse::Txn(mut response), revision) => {
+                response.header = Some(self.header(revision));
+                Ok(response)
+            }
+            _ => Err(mismatched_response("txn")),
+        }
+    }
+
+    pub async fn compact(&self, request: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
+        match self.propose(raft_command::Request::Compaction(request)).await? {
+            (CommandResponse::Compaction(mut response), revision) => {
+                response.header = Some(self.header(revision));
+                Ok(response)
+            }
+            _ => Err(mismatched_response("compaction")),
+        }
+    }
+
+    /// Reclaims the engine's free space (etcd's defragment); contents are unchanged.
+    pub async fn defragment(&self) -> Result<(), EtcdError> {
+        Ok(self.shared.engine.compact_storage()?)
+    }
+
+    /// Waits until this member has applied everything committed when the call began, as seen
+    /// by the leader (ReadIndex): local reads after it are linearizable.
+    pub async fn read_barrier(&self) -> Result<(), EtcdError> {
+        let (respond, answer) = oneshot::channel();
+        self.submit(DriverRequest::ReadIndex { respond }, answer).await
+    }
+
+    /// Waits until this member is ready to serve clients: it has applied everything it had
+    /// committed before it started, and a leader is known.
+    pub async fn wait_ready(&self, commit_at_start: u64) -> Result<(), EtcdError> {
+        let mut changes = self.status_changes();
+        loop {
+            let status = *changes.borrow_and_update();
+            if status.applied_index >= commit_at_start && status.has_leader() {
+                return Ok(());
+            }
+            if changes.changed().await.is_err() {
+                return Err(EtcdError::Stopped);
+            }
+        }
+    }
+
+    async fn propose(&self, request: raft_command::Request) -> Result<(CommandResponse, i64), EtcdError> {
+        let id = self.shared.request_id_prefix
+            | (self.shared.next_request_seq.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff);
+        let data = RaftCommand { id, request: Some(request) }.encode_to_vec();
+        if data.len() > self.shared.config.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge);
+        }
+        let (respond, answer) = oneshot::channel::<ProposalResult>();
+        self.submit(DriverRequest::Propose { id, data, respond }, answer).await
+    }
+
+    /// Hands `request` to the driver and waits for `answer`, all within the request timeout.
+    async fn submit<T>(
+        &self,
+        request: DriverRequest,
+        answer: oneshot::Receiver<Result<T, EtcdError>>,
+    ) -> Result<T, EtcdError> {
+        let wait = async {
+            self.shared.requests.send(request).await.map_err(|_| EtcdError::Stopped)?;
+            answer.await.map_err(|_| EtcdError::Stopped)?
+        };
+        match tokio::time::timeout(self.shared.config.request_timeout(), wait).await {
+            Ok(result) => result,
+            Err(_) => Err(EtcdError::Timeout),
+        }
+    }
+}
+
+fn mismatched_response(kind: &str) -> EtcdError {
+    EtcdError::Internal(format!("{kind} was answered with another kind of response"))
+}
