@@ -19,8 +19,13 @@ fn k8s_key(i: u64) -> Vec<u8> {
 }
 
 fn revision_encoding(c: &mut Criterion) {
-    let rev = Revision { main: 123_456_789, sub: 7 };
-    c.bench_function("revision/encode", |b| b.iter(|| std::hint::black_box(rev).to_key()));
+    let rev = Revision {
+        main: 123_456_789,
+        sub: 7,
+    };
+    c.bench_function("revision/encode", |b| {
+        b.iter(|| std::hint::black_box(rev).to_key())
+    });
     let key = rev.to_key();
     c.bench_function("revision/decode", |b| {
         b.iter(|| decode_row_key(std::hint::black_box(&key)).expect("valid key"))
@@ -31,7 +36,9 @@ fn key_index(c: &mut Criterion) {
     let mut index = TreeIndex::new();
     for i in 0..10_000u64 {
         let main = i64::try_from(i).expect("small") + 2;
-        index.put(&k8s_key(i), Revision { main, sub: 0 }).expect("put into index");
+        index
+            .put(&k8s_key(i), Revision { main, sub: 0 })
+            .expect("put into index");
     }
     let probe = k8s_key(5_000);
     c.bench_function("key_index/get_10k_keys", |b| {
@@ -46,7 +53,9 @@ fn key_index(c: &mut Criterion) {
     c.bench_function("key_index/put_existing_key", |b| {
         b.iter(|| {
             next += 1;
-            index.put(&probe, Revision { main: next, sub: 0 }).expect("put");
+            index
+                .put(&probe, Revision { main: next, sub: 0 })
+                .expect("put");
         })
     });
 }
@@ -64,18 +73,27 @@ fn engines() -> Vec<(&'static str, Arc<dyn KvEngine>, Option<tempfile::TempDir>)
 }
 
 fn put(key: Vec<u8>) -> Request {
-    Request::Put(PutRequest { key, value: vec![b'v'; VALUE_BYTES], ..Default::default() })
+    Request::Put(PutRequest {
+        key,
+        value: vec![b'v'; VALUE_BYTES],
+        ..Default::default()
+    })
 }
 
 fn mvcc_put_and_range(c: &mut Criterion) {
     let mut group = c.benchmark_group("mvcc");
-    group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
     for (name, engine, _dir) in engines() {
         let mut store = MvccStore::open(engine).expect("open store");
         let mut index = 0u64;
         for i in 0..10_000u64 {
             index += 1;
-            store.apply(index, Some(&put(k8s_key(i)))).expect("storage").expect("put");
+            store
+                .apply(index, Some(&put(k8s_key(i))))
+                .expect("storage")
+                .expect("put");
         }
         group.bench_function(BenchmarkId::new("put_256b", name), |b| {
             b.iter_batched(
@@ -84,12 +102,18 @@ fn mvcc_put_and_range(c: &mut Criterion) {
                     (index, put(k8s_key(index % 10_000)))
                 },
                 |(raft_index, request)| {
-                    store.apply(raft_index, Some(&request)).expect("storage").expect("put")
+                    store
+                        .apply(raft_index, Some(&request))
+                        .expect("storage")
+                        .expect("put")
                 },
                 BatchSize::SmallInput,
             )
         });
-        let single = RangeRequest { key: k8s_key(4_242), ..Default::default() };
+        let single = RangeRequest {
+            key: k8s_key(4_242),
+            ..Default::default()
+        };
         group.bench_function(BenchmarkId::new("range_single_key", name), |b| {
             b.iter(|| store.range(&single).expect("range"))
         });

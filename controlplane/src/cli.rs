@@ -9,7 +9,11 @@ use crate::etcd_flags::EtcdTuning;
 use crate::member::MemberSettings;
 
 #[derive(Debug, Parser)]
-#[command(name = "k3rs", version, about = "Lightweight Kubernetes datastore and cluster manager")]
+#[command(
+    name = "k3rs",
+    version,
+    about = "Lightweight Kubernetes datastore and cluster manager"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -55,9 +59,14 @@ impl ServerArgs {
         let data_dir = self.data_dir.unwrap_or_else(default_data_dir);
         let node_name = self.node_name.unwrap_or_else(host_name);
         if !self.cluster_init {
-            tracing::info!("k3rs always runs its embedded store; --cluster-init only marks the first server");
+            tracing::info!(
+                "k3rs always runs its embedded store; --cluster-init only marks the first server"
+            );
         }
-        let client_url = format!("http://{}:{}", self.etcd_listen_address, self.etcd_client_port);
+        let client_url = format!(
+            "http://{}:{}",
+            self.etcd_listen_address, self.etcd_client_port
+        );
         let etcd_dir = data_dir.join("server").join("db").join("etcd");
         let peer_url = format!("http://{}:2380", self.etcd_listen_address);
         let mut settings = MemberSettings::new(etcd_dir, node_name, peer_url, client_url)?;

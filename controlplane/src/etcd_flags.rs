@@ -20,19 +20,35 @@ pub struct EtcdArgs {
     pub data_dir: Option<PathBuf>,
 
     /// URLs to listen on for client traffic.
-    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379")]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
     pub listen_client_urls: String,
 
     /// Client URLs of this member advertised to the cluster.
-    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379")]
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
     pub advertise_client_urls: String,
 
     /// URLs to listen on for peer traffic (peers arrive with replication).
-    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
     pub listen_peer_urls: String,
 
     /// Peer URLs of this member advertised to the cluster.
-    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
     pub initial_advertise_peer_urls: String,
 
     /// Initial cluster configuration for bootstrapping, `name=peerURL,...` [default: NAME=ADVERTISED PEER URL].
@@ -40,7 +56,11 @@ pub struct EtcdArgs {
     pub initial_cluster: Option<String>,
 
     /// Initial cluster token, seeding member and cluster ids.
-    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
     pub initial_cluster_token: String,
 
     /// `new` or `existing` (joining an existing cluster arrives with replication).
@@ -92,7 +112,9 @@ impl EtcdTuning {
             settings.engine =
                 raftstore::engine::EngineKind::parse(name).map_err(anyhow::Error::msg)?;
         }
-        node.validate().map_err(anyhow::Error::msg).context("invalid etcd settings")
+        node.validate()
+            .map_err(anyhow::Error::msg)
+            .context("invalid etcd settings")
     }
 }
 
@@ -104,15 +126,23 @@ impl EtcdArgs {
                 self.initial_cluster_state
             );
         }
-        let data_dir =
-            self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)));
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)));
         let peer_urls = split_list(&self.initial_advertise_peer_urls);
         let initial_cluster = match &self.initial_cluster {
             Some(list) => parse_initial_cluster(list)?,
-            None => vec![InitialMember { name: self.name.clone(), peer_urls: peer_urls.clone() }],
+            None => vec![InitialMember {
+                name: self.name.clone(),
+                peer_urls: peer_urls.clone(),
+            }],
         };
         if initial_cluster.len() > 1 {
-            bail!("--initial-cluster names {} members; multi-member clusters arrive with replication", initial_cluster.len());
+            bail!(
+                "--initial-cluster names {} members; multi-member clusters arrive with replication",
+                initial_cluster.len()
+            );
         }
         let listen_client = split_list(&self.listen_client_urls);
         let mut settings = MemberSettings::new(
@@ -139,8 +169,10 @@ fn parse_initial_cluster(list: &str) -> Result<Vec<InitialMember>> {
         };
         match members.iter_mut().find(|m| m.name == name) {
             Some(member) => member.peer_urls.push(url.to_string()),
-            None => members
-                .push(InitialMember { name: name.to_string(), peer_urls: vec![url.to_string()] }),
+            None => members.push(InitialMember {
+                name: name.to_string(),
+                peer_urls: vec![url.to_string()],
+            }),
         }
     }
     if members.is_empty() {

@@ -22,7 +22,10 @@ async fn main() -> std::process::ExitCode {
         .init();
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        cli::Command::Server(args) => member::run(args.into_member_settings()).await,
+        cli::Command::Server(args) => match args.into_member_settings() {
+            Ok(settings) => member::run(settings).await,
+            Err(err) => Err(err),
+        },
         cli::Command::Etcd(args) => match args.into_member_settings() {
             Ok(settings) => member::run(settings).await,
             Err(err) => Err(err),

@@ -12,6 +12,8 @@ use raftstore::identity::InitialMember;
 use raftstore::node::{NoPeers, NodeConfig};
 use tokio::sync::watch;
 
+use etcd_api::Net as _;
+
 use crate::urls::listen_addr;
 
 /// Everything needed to run a member, whichever command line it came from.
@@ -26,10 +28,18 @@ pub struct MemberSettings {
 
 impl MemberSettings {
     /// A single-member cluster named `name` reachable at `client_url`.
-    pub fn new(data_dir: PathBuf, name: String, peer_url: String, client_url: String) -> Result<Self> {
+    pub fn new(
+        data_dir: PathBuf,
+        name: String,
+        peer_url: String,
+        client_url: String,
+    ) -> Result<Self> {
         let node = NodeConfig {
             name: name.clone(),
-            initial_cluster: vec![InitialMember { name, peer_urls: vec![peer_url] }],
+            initial_cluster: vec![InitialMember {
+                name,
+                peer_urls: vec![peer_url],
+            }],
             advertise_client_urls: vec![client_url.clone()],
             ..NodeConfig::default()
         };
@@ -73,7 +83,10 @@ pub async fn run(settings: MemberSettings) -> Result<()> {
 
     let running = raftstore::node::start(engine, settings.node, Arc::new(NoPeers))
         .with_context(|| format!("starting the member in {}", settings.data_dir.display()))?;
-    running.ready().await.context("waiting for the member to catch up")?;
+    running
+        .ready()
+        .await
+        .context("waiting for the member to catch up")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();

@@ -6,7 +6,11 @@ use anyhow::{bail, Context, Result};
 
 /// Splits a comma-separated URL list, dropping empty items.
 pub fn split_list(list: &str) -> Vec<String> {
-    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The socket address a listen URL names (`http://host:port`). `https` is refused until TLS
@@ -22,11 +26,15 @@ pub fn listen_addr(url: &str) -> Result<SocketAddr> {
     if host_port.contains('/') {
         bail!("{url}: a listen URL must not have a path");
     }
-    if !host_port.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
+    if !host_port
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+    {
         bail!("{url}: a listen URL needs a port (http://HOST:PORT)");
     }
-    let mut addrs =
-        host_port.to_socket_addrs().with_context(|| format!("{url}: cannot resolve host"))?;
+    let mut addrs = host_port
+        .to_socket_addrs()
+        .with_context(|| format!("{url}: cannot resolve host"))?;
     // `localhost` resolves to loopback; prefer IPv4 as etcd users expect 127.0.0.1.
     let all: Vec<SocketAddr> = addrs.by_ref().collect();
     all.iter()
@@ -42,8 +50,14 @@ mod tests {
 
     #[test]
     fn parses_http_urls() {
-        assert_eq!(listen_addr("http://127.0.0.1:2379").unwrap(), "127.0.0.1:2379".parse().unwrap());
-        assert_eq!(listen_addr("http://localhost:2379/").unwrap(), "127.0.0.1:2379".parse().unwrap());
+        assert_eq!(
+            listen_addr("http://127.0.0.1:2379").unwrap(),
+            "127.0.0.1:2379".parse().unwrap()
+        );
+        assert_eq!(
+            listen_addr("http://localhost:2379/").unwrap(),
+            "127.0.0.1:2379".parse().unwrap()
+        );
     }
 
     #[test]
@@ -55,6 +69,9 @@ mod tests {
 
     #[test]
     fn splits_lists() {
-        assert_eq!(split_list("http://a:1, http://b:2,"), vec!["http://a:1", "http://b:2"]);
+        assert_eq!(
+            split_list("http://a:1, http://b:2,"),
+            vec!["http://a:1", "http://b:2"]
+        );
     }
 }

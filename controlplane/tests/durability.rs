@@ -114,6 +114,11 @@ async fn acknowledged_writes_survive_kill9_with_their_revisions() {
             .expect("writer task");
     }
     let acks = acks.lock().expect("acks lock").clone();
+    eprintln!(
+        "killed after {:?} with {writers_running} writers running; {} puts acknowledged",
+        started.elapsed(),
+        acks.len()
+    );
     assert!(
         writers_running > 0,
         "the server must be killed while writes are in flight"
@@ -370,6 +375,14 @@ fn junk(length: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Every key of every table.
+fn engine_contents(engine: &dyn KvEngine) -> BTreeMap<&'static str, Vec<Vec<u8>>> {
+    Table::ALL
+        .into_iter()
+        .map(|table| (table.name(), table_keys(engine, table)))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_raft_log_entry_stops_startup_naming_it() {
     let mut server = stopped_server_with_data(20).await;
@@ -387,9 +400,8 @@ async fn missing_raft_log_entry_stops_startup_naming_it() {
     engine
         .write(batch, true)
         .expect("deleting one raft log entry");
-    let kv_rows = table_keys(engine.as_ref(), Table::Kv).len();
+    let damaged_contents = engine_contents(engine.as_ref());
     drop(engine);
-    let files_before = files_under(server.data_dir());
 
     let (status, log) = server.start_expecting_exit(REFUSAL_BOUND).await;
     assert!(
@@ -405,22 +417,13 @@ async fn missing_raft_log_entry_stops_startup_naming_it() {
         "the message must name the missing entry {missing}:\n{log}"
     );
 
-    assert_files_kept(server.data_dir(), &files_before);
+    // Not reset: every table holds exactly what it held after the damage. (RocksDB rotates its
+    // WAL, MANIFEST and OPTIONS files on every open, so file names are no measure here.)
     let engine = open_engine(&engine_dir);
-    let indexes_after = raft_entry_indexes(engine.as_ref());
-    let expected: Vec<u64> = indexes
-        .iter()
-        .copied()
-        .filter(|index| *index != missing)
-        .collect();
     assert_eq!(
-        indexes_after, expected,
-        "the raft log was changed by the failed start"
-    );
-    assert_eq!(
-        table_keys(engine.as_ref(), Table::Kv).len(),
-        kv_rows,
-        "the MVCC rows changed"
+        engine_contents(engine.as_ref()),
+        damaged_contents,
+        "the failed start changed the store"
     );
 }
 

@@ -15,6 +15,7 @@ mod kv;
 mod maintenance;
 pub mod net;
 pub mod pb;
+mod receive_limit;
 mod server;
 
 pub use error::status_from;

@@ -2,7 +2,8 @@
 //! stream the [`crate::net`] seam produces.
 //!
 //! Guarantees: a request message larger than etcd's gRPC receive limit (max request bytes +
-//! 512 KiB) is refused with `ResourceExhausted` and the server goes on serving; responses are
+//! 512 KiB) is refused with `ResourceExhausted` (see [`crate::receive_limit`]) and the server
+//! goes on serving; responses are
 //! limited only as etcd limits them (`i32::MAX`); HTTP/2 keepalive pings follow etcd's defaults.
 //! `serve` does not wait for the member to be ready: call it after `RunningNode::ready`, so a
 //! restarted member never serves state older than what it had committed.
@@ -24,6 +25,7 @@ use crate::maintenance::MaintenanceService;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::receive_limit::ReceiveLimitStatus;
 
 /// How far etcd's gRPC receive limit exceeds `max_request_bytes`, so that an oversized request
 /// still reaches the server and gets etcd's own "request is too large" when it can.
@@ -60,15 +62,21 @@ where
     IE: Into<Box<dyn StdError + Send + Sync>>,
 {
     let receive_limit_bytes = handle.config().max_request_bytes + GRPC_RECEIVE_OVERHEAD_BYTES;
-    let kv = KvServer::new(KvService::new(handle.clone()))
-        .max_decoding_message_size(receive_limit_bytes)
-        .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES);
-    let maintenance = MaintenanceServer::new(MaintenanceService::new(handle.clone()))
-        .max_decoding_message_size(receive_limit_bytes)
-        .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES);
-    let cluster = ClusterServer::new(ClusterService::new(handle))
-        .max_decoding_message_size(receive_limit_bytes)
-        .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES);
+    let kv = ReceiveLimitStatus::new(
+        KvServer::new(KvService::new(handle.clone()))
+            .max_decoding_message_size(receive_limit_bytes)
+            .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+    );
+    let maintenance = ReceiveLimitStatus::new(
+        MaintenanceServer::new(MaintenanceService::new(handle.clone()))
+            .max_decoding_message_size(receive_limit_bytes)
+            .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+    );
+    let cluster = ReceiveLimitStatus::new(
+        ClusterServer::new(ClusterService::new(handle))
+            .max_decoding_message_size(receive_limit_bytes)
+            .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+    );
     let health = serving_health_service().await;
 
     Server::builder()

@@ -7,8 +7,8 @@ use etcd_api::pb::etcdserverpb::cluster_client::ClusterClient;
 use etcd_api::pb::etcdserverpb::kv_client::KvClient;
 use etcd_api::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use etcd_api::pb::etcdserverpb::{
-    alarm_request::AlarmAction, AlarmRequest, CompactionRequest, MemberListRequest, PutRequest,
-    RangeRequest, ResponseHeader, StatusRequest,
+    alarm_request::AlarmAction, AlarmRequest, CompactionRequest, DefragmentRequest,
+    MemberAddRequest, MemberListRequest, PutRequest, RangeRequest, ResponseHeader, StatusRequest,
 };
 use etcd_api::{serve, Net, ServeError, TokioNet};
 use raftstore::engine::memory::MemoryEngine;
@@ -254,6 +254,13 @@ async fn message_above_grpc_receive_limit_is_refused_and_server_keeps_serving() 
         .await
         .expect_err("a 2 MiB message is refused");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("grpc: received message larger than max ("),
+        "{}",
+        status.message()
+    );
 
     kv.put(put("small", b"after"))
         .await
@@ -356,7 +363,7 @@ async fn defragment_answers_with_a_header() {
 
     let response = member
         .maintenance()
-        .defragment(Default::default())
+        .defragment(DefragmentRequest {})
         .await
         .expect("defragment");
 
@@ -405,7 +412,7 @@ async fn member_add_is_unimplemented_until_replication() {
 
     let status = member
         .cluster()
-        .member_add(Default::default())
+        .member_add(MemberAddRequest::default())
         .await
         .expect_err("not implemented yet");
 

@@ -99,7 +99,10 @@ pub struct StorageError {
 impl StorageError {
     /// An error with no underlying cause, e.g. a broken invariant found in stored data.
     pub fn corrupt(context: impl Into<String>) -> Self {
-        Self { context: context.into(), source: None }
+        Self {
+            context: context.into(),
+            source: None,
+        }
     }
 
     /// Wraps `source`, saying what was being done when it failed.
@@ -107,7 +110,10 @@ impl StorageError {
         context: impl Into<String>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
-        Self { context: context.into(), source: Some(source.into()) }
+        Self {
+            context: context.into(),
+            source: Some(source.into()),
+        }
     }
 }
 

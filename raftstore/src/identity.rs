@@ -77,9 +77,17 @@ pub fn new_cluster_identity(
         members.push(Member {
             id,
             // etcd shows name and client URLs only once a member has started; this one has.
-            name: if is_self { m.name.clone() } else { String::new() },
+            name: if is_self {
+                m.name.clone()
+            } else {
+                String::new()
+            },
             peer_ur_ls: m.peer_urls.clone(),
-            client_ur_ls: if is_self { self_client_urls.to_vec() } else { Vec::new() },
+            client_ur_ls: if is_self {
+                self_client_urls.to_vec()
+            } else {
+                Vec::new()
+            },
             is_learner: false,
         });
     }
@@ -90,16 +98,20 @@ pub fn new_cluster_identity(
         .map(|(_, member)| member.id)
         .ok_or_else(|| format!("this member {self_name:?} is not in the initial cluster"))?;
     let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-    Ok(ClusterIdentity { cluster_id: cluster_id(&ids), member_id, members })
+    Ok(ClusterIdentity {
+        cluster_id: cluster_id(&ids),
+        member_id,
+        members,
+    })
 }
 
 /// Reads the stored identity, if this data dir was ever bootstrapped.
 pub fn load(engine: &dyn KvEngine) -> Result<Option<ClusterIdentity>, StorageError> {
     match engine.get(Table::Meta, IDENTITY_KEY)? {
         None => Ok(None),
-        Some(bytes) => ClusterIdentity::decode(bytes.as_slice()).map(Some).map_err(|err| {
-            StorageError::io("meta: cluster identity record is not decodable", err)
-        }),
+        Some(bytes) => ClusterIdentity::decode(bytes.as_slice())
+            .map(Some)
+            .map_err(|err| StorageError::io("meta: cluster identity record is not decodable", err)),
     }
 }
 
@@ -130,8 +142,10 @@ mod tests {
 
     #[test]
     fn self_must_be_in_initial_cluster() {
-        let initial =
-            vec![InitialMember { name: "a".into(), peer_urls: vec!["http://a:2380".into()] }];
+        let initial = vec![InitialMember {
+            name: "a".into(),
+            peer_urls: vec!["http://a:2380".into()],
+        }];
         assert!(new_cluster_identity(&initial, "b", "t", &[]).is_err());
         let identity = new_cluster_identity(&initial, "a", "t", &[]).expect("a is initial");
         assert_eq!(identity.members.len(), 1);

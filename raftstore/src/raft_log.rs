@@ -433,9 +433,11 @@ impl RaftLogStore {
             )));
         }
         let compacted_term = self.held_entry_term(&state, compacted_index)?;
-        let mut meta = SnapshotMetadata::default();
-        meta.index = compacted_index;
-        meta.term = compacted_term;
+        let mut meta = SnapshotMetadata {
+            index: compacted_index,
+            term: compacted_term,
+            ..Default::default()
+        };
         meta.set_conf_state(state.conf_state.clone());
 
         let mut batch = WriteBatch::new();
@@ -680,11 +682,12 @@ mod tests {
     use crate::engine::ReadView as _;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut entry = Entry::default();
-        entry.index = index;
-        entry.term = term;
-        entry.data = format!("data {index}@{term}").into_bytes().into();
-        entry
+        Entry {
+            index,
+            term,
+            data: format!("data {index}@{term}").into_bytes().into(),
+            ..Default::default()
+        }
     }
 
     fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
@@ -692,17 +695,19 @@ mod tests {
     }
 
     fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
-        let mut hard_state = HardState::default();
-        hard_state.term = term;
-        hard_state.vote = vote;
-        hard_state.commit = commit;
-        hard_state
+        HardState {
+            term,
+            vote,
+            commit,
+            ..Default::default()
+        }
     }
 
     fn voters(ids: &[u64]) -> ConfState {
-        let mut conf_state = ConfState::default();
-        conf_state.voters = ids.to_vec();
-        conf_state
+        ConfState {
+            voters: ids.to_vec(),
+            ..Default::default()
+        }
     }
 
     fn open(engine: &Arc<MemoryEngine>) -> RaftLogStore {

@@ -14,8 +14,8 @@ use raftstore::engine::KvEngine;
 use raftstore::mvcc::{validate, ApplyOutcome, CommandResponse, MvccStore};
 use raftstore::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use raftstore::pb::etcdserverpb::{
-    request_op, response_op, Compare, CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest,
-    RangeResponse, RequestOp, TxnRequest,
+    request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest,
+    RangeRequest, RangeResponse, RequestOp, TxnRequest,
 };
 use raftstore::pb::k3rspb::raft_command::Request;
 use raftstore::pb::mvccpb::{event::EventType, Event, KeyValue};
@@ -79,13 +79,32 @@ struct CompareSpec {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put { key: u8, value: u8, prev_kv: bool },
-    DeleteRange { key: u8, end: End, prev_kv: bool },
-    Txn { compare: Option<CompareSpec>, success: Vec<TxnOp>, failure: Vec<TxnOp> },
+    Put {
+        key: u8,
+        value: u8,
+        prev_kv: bool,
+    },
+    DeleteRange {
+        key: u8,
+        end: End,
+        prev_kv: bool,
+    },
+    Txn {
+        compare: Option<CompareSpec>,
+        success: Vec<TxnOp>,
+        failure: Vec<TxnOp>,
+    },
     /// Compacts at `current - back`.
-    Compact { back: i64 },
+    Compact {
+        back: i64,
+    },
     /// Ranges at `current - back` (at most 0: the current revision).
-    Range { key: u8, end: End, back: i64, limit: i64 },
+    Range {
+        key: u8,
+        end: End,
+        back: i64,
+        limit: i64,
+    },
     /// Applies the last command again at an index already applied.
     Replay,
     Reopen,
@@ -121,8 +140,15 @@ fn compare_strategy() -> impl Strategy<Value = CompareSpec> {
         Just(CompareResult::Greater),
         Just(CompareResult::Less),
     ];
-    (0..6u8, target, result, 0..12i64, 0..4u8)
-        .prop_map(|(key, target, result, number, value)| CompareSpec { key, target, result, number, value })
+    (0..6u8, target, result, 0..12i64, 0..4u8).prop_map(|(key, target, result, number, value)| {
+        CompareSpec {
+            key,
+            target,
+            result,
+            number,
+            value,
+        }
+    })
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -154,7 +180,10 @@ struct Model {
 
 impl Model {
     fn new() -> Self {
-        Self { snapshots: vec![BTreeMap::new(), BTreeMap::new()], compacted: -1 }
+        Self {
+            snapshots: vec![BTreeMap::new(), BTreeMap::new()],
+            compacted: -1,
+        }
     }
 
     fn current(&self) -> i64 {
@@ -162,7 +191,9 @@ impl Model {
     }
 
     fn state(&self) -> &BTreeMap<Vec<u8>, KeyValue> {
-        self.snapshots.last().expect("the empty store's snapshot is always there")
+        self.snapshots
+            .last()
+            .expect("the empty store's snapshot is always there")
     }
 
     fn readable_from(&self) -> i64 {
@@ -179,7 +210,11 @@ struct ModelWrite {
 
 impl ModelWrite {
     fn new(model: &Model) -> Self {
-        Self { begin: model.current(), work: model.state().clone(), events: Vec::new() }
+        Self {
+            begin: model.current(),
+            work: model.state().clone(),
+            events: Vec::new(),
+        }
     }
 
     fn read_revision(&self) -> i64 {
@@ -202,24 +237,45 @@ impl ModelWrite {
             lease: 0,
         };
         self.work.insert(key, kv.clone());
-        self.events.push(Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: prev.clone() });
+        self.events.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv),
+            prev_kv: prev.clone(),
+        });
         prev
     }
 
     fn delete(&mut self, start: &[u8], end: End) -> Vec<KeyValue> {
-        let doomed: Vec<Vec<u8>> = self.work.keys().filter(|candidate| end.covers(start, candidate)).cloned().collect();
+        let doomed: Vec<Vec<u8>> = self
+            .work
+            .keys()
+            .filter(|candidate| end.covers(start, candidate))
+            .cloned()
+            .collect();
         let mut prev_kvs = Vec::new();
         for key in doomed {
             let prev = self.work.remove(&key).expect("collected from the map");
-            let kv = KeyValue { key, mod_revision: self.begin + 1, ..Default::default() };
-            self.events.push(Event { r#type: EventType::Delete as i32, kv: Some(kv), prev_kv: Some(prev.clone()) });
+            let kv = KeyValue {
+                key,
+                mod_revision: self.begin + 1,
+                ..Default::default()
+            };
+            self.events.push(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(kv),
+                prev_kv: Some(prev.clone()),
+            });
             prev_kvs.push(prev);
         }
         prev_kvs
     }
 
     fn range(&self, start: &[u8], end: End) -> Vec<KeyValue> {
-        self.work.iter().filter(|(candidate, _)| end.covers(start, candidate)).map(|(_, kv)| kv.clone()).collect()
+        self.work
+            .iter()
+            .filter(|(candidate, _)| end.covers(start, candidate))
+            .map(|(_, kv)| kv.clone())
+            .collect()
     }
 
     /// Commits the write to the model; returns the revision after it.
@@ -273,21 +329,27 @@ fn compare_request(spec: &CompareSpec) -> Compare {
 
 fn txn_op_request(op: &TxnOp) -> RequestOp {
     let request = match *op {
-        TxnOp::Put { key: k, value: v } => {
-            request_op::Request::RequestPut(PutRequest { key: key(k), value: value(v), ..Default::default() })
-        }
-        TxnOp::Delete { key: k, end } => request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+        TxnOp::Put { key: k, value: v } => request_op::Request::RequestPut(PutRequest {
             key: key(k),
-            range_end: end.range_end(),
-            prev_kv: true,
+            value: value(v),
+            ..Default::default()
         }),
+        TxnOp::Delete { key: k, end } => {
+            request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+                key: key(k),
+                range_end: end.range_end(),
+                prev_kv: true,
+            })
+        }
         TxnOp::Range { key: k, end } => request_op::Request::RequestRange(RangeRequest {
             key: key(k),
             range_end: end.range_end(),
             ..Default::default()
         }),
     };
-    RequestOp { request: Some(request) }
+    RequestOp {
+        request: Some(request),
+    }
 }
 
 /// Whether etcd refuses the branch as a duplicate: a key put twice, or a put inside a deleted
@@ -300,7 +362,10 @@ fn branch_has_duplicates(ops: &[TxnOp]) -> bool {
             _ => None,
         })
         .collect();
-    let twice = puts.iter().enumerate().any(|(i, k)| puts[i + 1..].contains(k));
+    let twice = puts
+        .iter()
+        .enumerate()
+        .any(|(i, k)| puts[i + 1..].contains(k));
     let inside_delete = ops.iter().any(|op| match *op {
         TxnOp::Delete { key: start, end } => {
             let start = key(start);
@@ -326,13 +391,21 @@ impl Harness {
     fn new() -> Self {
         let engine = Arc::new(MemoryEngine::new());
         let store = MvccStore::open(engine.clone()).expect("open");
-        Self { engine, store, next_index: 1, last_command: None }
+        Self {
+            engine,
+            store,
+            next_index: 1,
+            last_command: None,
+        }
     }
 
     fn apply(&mut self, request: Request) -> Result<ApplyOutcome, EtcdError> {
         let index = self.next_index;
         self.next_index += 1;
-        let outcome = self.store.apply(index, Some(&request)).expect("no storage failure");
+        let outcome = self
+            .store
+            .apply(index, Some(&request))
+            .expect("no storage failure");
         self.last_command = Some(request);
         outcome
     }
@@ -347,7 +420,11 @@ fn check_range_response(
     let header = response.header.as_ref().map(|h| h.revision);
     prop_assert_eq!(header, Some(header_revision));
     prop_assert_eq!(response.count, expected.len() as i64);
-    let shown = if limit > 0 { expected.len().min(limit as usize) } else { expected.len() };
+    let shown = if limit > 0 {
+        expected.len().min(limit as usize)
+    } else {
+        expected.len()
+    };
     prop_assert_eq!(&response.kvs[..], &expected[..shown]);
     prop_assert_eq!(response.more, shown < expected.len());
     Ok(())
@@ -358,13 +435,29 @@ fn check_all_revisions(harness: &Harness, model: &Model) -> Result<(), TestCaseE
     prop_assert_eq!(harness.store.current_revision(), model.current());
     prop_assert_eq!(harness.store.compact_revision(), model.compacted.max(0));
     for revision in model.readable_from()..=model.current() {
-        let request = RangeRequest { key: vec![0], range_end: vec![0], revision, ..Default::default() };
-        let response = harness.store.range(&request).map_err(|err| TestCaseError::fail(err.to_string()))?;
-        let expected: Vec<KeyValue> = model.snapshots[revision as usize].values().cloned().collect();
+        let request = RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            revision,
+            ..Default::default()
+        };
+        let response = harness
+            .store
+            .range(&request)
+            .map_err(|err| TestCaseError::fail(err.to_string()))?;
+        let expected: Vec<KeyValue> = model.snapshots[revision as usize]
+            .values()
+            .cloned()
+            .collect();
         check_range_response(&response, &expected, 0, model.current())?;
     }
     if model.compacted > 1 {
-        let below = RangeRequest { key: vec![0], range_end: vec![0], revision: model.compacted - 1, ..Default::default() };
+        let below = RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            revision: model.compacted - 1,
+            ..Default::default()
+        };
         prop_assert_eq!(harness.store.range(&below), Err(EtcdError::Compacted));
     }
     Ok(())
@@ -372,9 +465,20 @@ fn check_all_revisions(harness: &Harness, model: &Model) -> Result<(), TestCaseE
 
 fn run_op(harness: &mut Harness, model: &mut Model, op: &Op) -> Result<(), TestCaseError> {
     match op {
-        Op::Put { key: k, value: v, prev_kv } => {
-            let request = PutRequest { key: key(*k), value: value(*v), prev_kv: *prev_kv, ..Default::default() };
-            let outcome = harness.apply(Request::Put(request)).map_err(|err| TestCaseError::fail(err.to_string()))?;
+        Op::Put {
+            key: k,
+            value: v,
+            prev_kv,
+        } => {
+            let request = PutRequest {
+                key: key(*k),
+                value: value(*v),
+                prev_kv: *prev_kv,
+                ..Default::default()
+            };
+            let outcome = harness
+                .apply(Request::Put(request))
+                .map_err(|err| TestCaseError::fail(err.to_string()))?;
             let mut write = ModelWrite::new(model);
             let prev = write.put(key(*k), value(*v));
             let (revision, events) = write.commit(model);
@@ -388,10 +492,19 @@ fn run_op(harness: &mut Harness, model: &mut Model, op: &Op) -> Result<(), TestC
                 other => return Err(TestCaseError::fail(format!("put answered {other:?}"))),
             }
         }
-        Op::DeleteRange { key: k, end, prev_kv } => {
-            let request = DeleteRangeRequest { key: key(*k), range_end: end.range_end(), prev_kv: *prev_kv };
-            let outcome =
-                harness.apply(Request::DeleteRange(request)).map_err(|err| TestCaseError::fail(err.to_string()))?;
+        Op::DeleteRange {
+            key: k,
+            end,
+            prev_kv,
+        } => {
+            let request = DeleteRangeRequest {
+                key: key(*k),
+                range_end: end.range_end(),
+                prev_kv: *prev_kv,
+            };
+            let outcome = harness
+                .apply(Request::DeleteRange(request))
+                .map_err(|err| TestCaseError::fail(err.to_string()))?;
             let mut write = ModelWrite::new(model);
             let prev_kvs = write.delete(&key(*k), *end);
             let (revision, events) = write.commit(model);
@@ -401,12 +514,19 @@ fn run_op(harness: &mut Harness, model: &mut Model, op: &Op) -> Result<(), TestC
                 Some(CommandResponse::DeleteRange(response)) => {
                     prop_assert_eq!(response.header.map(|h| h.revision), Some(revision));
                     prop_assert_eq!(response.deleted, prev_kvs.len() as i64);
-                    prop_assert_eq!(response.prev_kvs, if *prev_kv { prev_kvs } else { Vec::new() });
+                    prop_assert_eq!(
+                        response.prev_kvs,
+                        if *prev_kv { prev_kvs } else { Vec::new() }
+                    );
                 }
                 other => return Err(TestCaseError::fail(format!("delete answered {other:?}"))),
             }
         }
-        Op::Txn { compare, success, failure } => {
+        Op::Txn {
+            compare,
+            success,
+            failure,
+        } => {
             let request = TxnRequest {
                 compare: compare.iter().map(compare_request).collect(),
                 success: success.iter().map(txn_op_request).collect(),
@@ -414,37 +534,68 @@ fn run_op(harness: &mut Harness, model: &mut Model, op: &Op) -> Result<(), TestC
             };
             let duplicates = branch_has_duplicates(success) || branch_has_duplicates(failure);
             let validation = validate::check_txn(&request, MAX_TXN_OPS);
-            prop_assert_eq!(validation.clone(), if duplicates { Err(EtcdError::DuplicateKey) } else { Ok(()) });
+            prop_assert_eq!(
+                validation.clone(),
+                if duplicates {
+                    Err(EtcdError::DuplicateKey)
+                } else {
+                    Ok(())
+                }
+            );
             if validation.is_err() {
                 return Ok(());
             }
-            let outcome = harness.apply(Request::Txn(request)).map_err(|err| TestCaseError::fail(err.to_string()))?;
-            let succeeded = compare.as_ref().is_none_or(|spec| compare_holds(model.state(), spec));
+            let outcome = harness
+                .apply(Request::Txn(request))
+                .map_err(|err| TestCaseError::fail(err.to_string()))?;
+            let succeeded = compare
+                .as_ref()
+                .is_none_or(|spec| compare_holds(model.state(), spec));
             let mut write = ModelWrite::new(model);
             let Some(CommandResponse::Txn(response)) = outcome.response.clone() else {
-                return Err(TestCaseError::fail(format!("txn answered {:?}", outcome.response)));
+                return Err(TestCaseError::fail(format!(
+                    "txn answered {:?}",
+                    outcome.response
+                )));
             };
             prop_assert_eq!(response.succeeded, succeeded);
             let branch = if succeeded { success } else { failure };
             prop_assert_eq!(response.responses.len(), branch.len());
             for (op, answer) in branch.iter().zip(&response.responses) {
                 match (op, answer.response.as_ref()) {
-                    (TxnOp::Put { key: k, value: v }, Some(response_op::Response::ResponsePut(put))) => {
+                    (
+                        TxnOp::Put { key: k, value: v },
+                        Some(response_op::Response::ResponsePut(put)),
+                    ) => {
                         write.put(key(*k), value(*v));
-                        prop_assert_eq!(put.header.as_ref().map(|h| h.revision), Some(write.begin + 1));
+                        prop_assert_eq!(
+                            put.header.as_ref().map(|h| h.revision),
+                            Some(write.begin + 1)
+                        );
                     }
-                    (TxnOp::Delete { key: k, end }, Some(response_op::Response::ResponseDeleteRange(delete))) => {
+                    (
+                        TxnOp::Delete { key: k, end },
+                        Some(response_op::Response::ResponseDeleteRange(delete)),
+                    ) => {
                         let prev_kvs = write.delete(&key(*k), *end);
                         prop_assert_eq!(delete.deleted, prev_kvs.len() as i64);
                         prop_assert_eq!(&delete.prev_kvs, &prev_kvs);
-                        prop_assert_eq!(delete.header.as_ref().map(|h| h.revision), Some(write.read_revision()));
+                        prop_assert_eq!(
+                            delete.header.as_ref().map(|h| h.revision),
+                            Some(write.read_revision())
+                        );
                     }
-                    (TxnOp::Range { key: k, end }, Some(response_op::Response::ResponseRange(range))) => {
+                    (
+                        TxnOp::Range { key: k, end },
+                        Some(response_op::Response::ResponseRange(range)),
+                    ) => {
                         let expected = write.range(&key(*k), *end);
                         check_range_response(range, &expected, 0, write.read_revision())?;
                     }
                     (op, answer) => {
-                        return Err(TestCaseError::fail(format!("txn op {op:?} answered {answer:?}")));
+                        return Err(TestCaseError::fail(format!(
+                            "txn op {op:?} answered {answer:?}"
+                        )));
                     }
                 }
             }
@@ -455,7 +606,10 @@ fn run_op(harness: &mut Harness, model: &mut Model, op: &Op) -> Result<(), TestC
         }
         Op::Compact { back } => {
             let revision = model.current() - back;
-            let outcome = harness.apply(Request::Compaction(CompactionRequest { revision, physical: true }));
+            let outcome = harness.apply(Request::Compaction(CompactionRequest {
+                revision,
+                physical: true,
+            }));
             if revision <= model.compacted {
                 prop_assert_eq!(outcome, Err(EtcdError::Compacted));
             } else if revision > model.current() {
@@ -467,7 +621,12 @@ fn run_op(harness: &mut Harness, model: &mut Model, op: &Op) -> Result<(), TestC
                 prop_assert!(outcome.events.is_empty());
             }
         }
-        Op::Range { key: k, end, back, limit } => {
+        Op::Range {
+            key: k,
+            end,
+            back,
+            limit,
+        } => {
             let revision = model.current() - back;
             let request = RangeRequest {
                 key: key(*k),
@@ -477,7 +636,11 @@ fn run_op(harness: &mut Harness, model: &mut Model, op: &Op) -> Result<(), TestC
                 ..Default::default()
             };
             let response = harness.store.range(&request);
-            let at = if revision <= 0 { model.current() } else { revision };
+            let at = if revision <= 0 {
+                model.current()
+            } else {
+                revision
+            };
             if revision > model.current() {
                 prop_assert_eq!(response, Err(EtcdError::FutureRevision));
             } else if at < model.compacted {
@@ -495,12 +658,16 @@ fn run_op(harness: &mut Harness, model: &mut Model, op: &Op) -> Result<(), TestC
         Op::Replay => {
             if let Some(command) = harness.last_command.clone() {
                 let index = harness.next_index - 1;
-                let outcome = harness.store.apply(index, Some(&command)).expect("no storage failure");
+                let outcome = harness
+                    .store
+                    .apply(index, Some(&command))
+                    .expect("no storage failure");
                 prop_assert_eq!(outcome, Ok(ApplyOutcome::skipped(model.current())));
             }
         }
         Op::Reopen => {
-            harness.store = MvccStore::open(harness.engine.clone() as Arc<dyn KvEngine>).expect("reopen");
+            harness.store =
+                MvccStore::open(harness.engine.clone() as Arc<dyn KvEngine>).expect("reopen");
             prop_assert_eq!(harness.store.consistent_index(), harness.next_index - 1);
             check_all_revisions(harness, model)?;
         }

@@ -355,6 +355,7 @@ mod tests {
 /// one `#[test]` per behaviour for a given engine (used by every engine's test module).
 #[cfg(test)]
 pub(crate) mod contract {
+    #[cfg(any(feature = "rocksdb", feature = "sled"))]
     use std::path::Path;
 
     use crate::engine::{KvEngine, ReadView, Table, WriteBatch};
@@ -566,6 +567,7 @@ pub(crate) mod contract {
     }
 
     /// Synced data, and unsynced data later covered by `sync`, survive closing and reopening.
+    #[cfg(any(feature = "rocksdb", feature = "sled"))]
     pub(crate) fn reopen_keeps_synced_data<E: KvEngine>(dir: &Path, open: impl Fn(&Path) -> E) {
         let engine = open(dir);
         let mut batch = WriteBatch::new();
@@ -620,6 +622,7 @@ pub(crate) mod contract {
 
     /// The contract for engines that persist to a directory; `$open` maps `&Path` to a
     /// `Result<engine, StorageError>`.
+    #[cfg(any(feature = "rocksdb", feature = "sled"))]
     macro_rules! durable_engine_contract_tests {
         ($open:expr) => {
             #[test]
@@ -632,5 +635,6 @@ pub(crate) mod contract {
             }
         };
     }
+    #[cfg(any(feature = "rocksdb", feature = "sled"))]
     pub(crate) use durable_engine_contract_tests;
 }

@@ -47,10 +47,21 @@ impl Table {
 /// One change inside a [`WriteBatch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOp {
-    Put { table: Table, key: Vec<u8>, value: Vec<u8> },
-    Delete { table: Table, key: Vec<u8> },
+    Put {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: Table,
+        key: Vec<u8>,
+    },
     /// Deletes every key in `[start, end)`.
-    DeleteRange { table: Table, start: Vec<u8>, end: Vec<u8> },
+    DeleteRange {
+        table: Table,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
 }
 
 /// Changes applied atomically, in order.
@@ -65,15 +76,31 @@ impl WriteBatch {
     }
 
     pub fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.ops.push(BatchOp::Put { table, key: key.into(), value: value.into() });
+        self.ops.push(BatchOp::Put {
+            table,
+            key: key.into(),
+            value: value.into(),
+        });
     }
 
     pub fn delete(&mut self, table: Table, key: impl Into<Vec<u8>>) {
-        self.ops.push(BatchOp::Delete { table, key: key.into() });
+        self.ops.push(BatchOp::Delete {
+            table,
+            key: key.into(),
+        });
     }
 
-    pub fn delete_range(&mut self, table: Table, start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) {
-        self.ops.push(BatchOp::DeleteRange { table, start: start.into(), end: end.into() });
+    pub fn delete_range(
+        &mut self,
+        table: Table,
+        start: impl Into<Vec<u8>>,
+        end: impl Into<Vec<u8>>,
+    ) {
+        self.ops.push(BatchOp::DeleteRange {
+            table,
+            start: start.into(),
+            end: end.into(),
+        });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -172,13 +199,14 @@ impl EngineKind {
     }
 
     pub fn compiled_in() -> Vec<&'static str> {
-        let mut names = Vec::new();
-        #[cfg(feature = "rocksdb")]
-        names.push("rocksdb");
-        #[cfg(feature = "sled")]
-        names.push("sled");
-        names.push("memory");
-        names
+        [
+            #[cfg(feature = "rocksdb")]
+            "rocksdb",
+            #[cfg(feature = "sled")]
+            "sled",
+            "memory",
+        ]
+        .to_vec()
     }
 
     /// Opens (creating if absent) the engine in directory `dir`. The memory engine ignores `dir`.

@@ -44,7 +44,9 @@ impl Generation {
 
     /// Index of the latest revision with `main <= at_rev`.
     fn latest_at(&self, at_rev: i64) -> Option<usize> {
-        self.revs.partition_point(|rev| rev.main <= at_rev).checked_sub(1)
+        self.revs
+            .partition_point(|rev| rev.main <= at_rev)
+            .checked_sub(1)
     }
 
     fn last_main(&self) -> Option<i64> {
@@ -88,13 +90,23 @@ impl Default for KeyIndex {
 impl KeyIndex {
     /// An index with one empty (open) generation: no revision yet.
     pub fn new() -> Self {
-        Self { modified: Revision::default(), generations: vec![Generation::default()] }
+        Self {
+            modified: Revision::default(),
+            generations: vec![Generation::default()],
+        }
     }
 
     /// The index rebuilt from the first stored row of a key: a live generation created at
     /// `created`, holding `modified`, at `version`.
     pub fn restore(created: i64, modified: Revision, version: i64) -> Self {
-        Self { modified, generations: vec![Generation { version, created, revs: vec![modified] }] }
+        Self {
+            modified,
+            generations: vec![Generation {
+                version,
+                created,
+                revs: vec![modified],
+            }],
+        }
     }
 
     /// Revision of the key's last change (0.0 when none).
@@ -113,18 +125,26 @@ impl KeyIndex {
 
     /// Whether the key exists now (its open generation has a revision).
     pub fn is_live(&self) -> bool {
-        self.generations.last().is_some_and(|generation| !generation.is_empty())
+        self.generations
+            .last()
+            .is_some_and(|generation| !generation.is_empty())
     }
 
     /// Records a put at `rev`, which must be after every earlier change.
     pub fn put(&mut self, rev: Revision) -> Result<(), KeyIndexError> {
         if rev <= self.modified {
-            return Err(KeyIndexError::NotAfterLastChange { last: self.modified, new: rev });
+            return Err(KeyIndexError::NotAfterLastChange {
+                last: self.modified,
+                new: rev,
+            });
         }
         if self.generations.is_empty() {
             self.generations.push(Generation::default());
         }
-        let open = self.generations.last_mut().expect("a generation was just ensured");
+        let open = self
+            .generations
+            .last_mut()
+            .expect("a generation was just ensured");
         if open.revs.is_empty() {
             open.created = rev.main;
         }
@@ -270,7 +290,11 @@ mod tests {
     }
 
     fn generation(version: i64, created: i64, revs: &[Revision]) -> Generation {
-        Generation { version, created, revs: revs.to_vec() }
+        Generation {
+            version,
+            created,
+            revs: revs.to_vec(),
+        }
     }
 
     /// etcd's test key: put 2, put 4, tombstone 6, put 8, put 10, tombstone 12, put 14,
@@ -300,22 +324,41 @@ mod tests {
         let open = Generation::default();
         match at_rev {
             1 => (
-                vec![first(&[rev(2), rev(4), rev(6)]), second(&all_second), third(&all_third), open],
+                vec![
+                    first(&[rev(2), rev(4), rev(6)]),
+                    second(&all_second),
+                    third(&all_third),
+                    open,
+                ],
                 vec![],
             ),
             2 | 3 => (
-                vec![first(&[rev(2), rev(4), rev(6)]), second(&all_second), third(&all_third), open],
+                vec![
+                    first(&[rev(2), rev(4), rev(6)]),
+                    second(&all_second),
+                    third(&all_third),
+                    open,
+                ],
                 vec![rev(2)],
             ),
             4 | 5 => (
-                vec![first(&[rev(4), rev(6)]), second(&all_second), third(&all_third), open],
+                vec![
+                    first(&[rev(4), rev(6)]),
+                    second(&all_second),
+                    third(&all_third),
+                    open,
+                ],
                 vec![rev(4)],
             ),
             6 | 7 => (vec![second(&all_second), third(&all_third), open], vec![]),
-            8 | 9 => (vec![second(&all_second), third(&all_third), open], vec![rev(8)]),
-            10 | 11 => {
-                (vec![second(&[rev(10), rev(12)]), third(&all_third), open], vec![rev(10)])
-            }
+            8 | 9 => (
+                vec![second(&all_second), third(&all_third), open],
+                vec![rev(8)],
+            ),
+            10 | 11 => (
+                vec![second(&[rev(10), rev(12)]), third(&all_third), open],
+                vec![rev(10)],
+            ),
             12 | 13 => (vec![third(&all_third), open], vec![]),
             14 | 15 => (
                 vec![third(&[Revision::new(14, 1), rev(16)]), open],
@@ -333,9 +376,21 @@ mod tests {
             let mut keep = KeepSet::new();
             index.compact(at_rev, &mut keep);
             let (generations, kept) = expected_after_compaction(at_rev);
-            assert_eq!(index.generations(), generations.as_slice(), "compaction at {at_rev}");
-            assert_eq!(keep, kept.into_iter().collect::<KeepSet>(), "keep set at {at_rev}");
-            assert_eq!(index.modified(), rev(16), "modified survives compaction at {at_rev}");
+            assert_eq!(
+                index.generations(),
+                generations.as_slice(),
+                "compaction at {at_rev}"
+            );
+            assert_eq!(
+                keep,
+                kept.into_iter().collect::<KeepSet>(),
+                "keep set at {at_rev}"
+            );
+            assert_eq!(
+                index.modified(),
+                rev(16),
+                "modified survives compaction at {at_rev}"
+            );
         }
     }
 
@@ -346,8 +401,16 @@ mod tests {
             let mut keep = KeepSet::new();
             index.compact(at_rev, &mut keep);
             let (generations, kept) = expected_after_compaction(at_rev);
-            assert_eq!(index.generations(), generations.as_slice(), "compaction at {at_rev}");
-            assert_eq!(keep, kept.into_iter().collect::<KeepSet>(), "keep set at {at_rev}");
+            assert_eq!(
+                index.generations(),
+                generations.as_slice(),
+                "compaction at {at_rev}"
+            );
+            assert_eq!(
+                keep,
+                kept.into_iter().collect::<KeepSet>(),
+                "keep set at {at_rev}"
+            );
         }
         assert!(index.is_empty());
     }
@@ -358,7 +421,11 @@ mod tests {
             let index = etcd_test_index();
             let mut kept_by_keep = KeepSet::new();
             index.keep(at_rev, &mut kept_by_keep);
-            assert_eq!(index, etcd_test_index(), "keep at {at_rev} changed the index");
+            assert_eq!(
+                index,
+                etcd_test_index(),
+                "keep at {at_rev} changed the index"
+            );
             let mut compacted = etcd_test_index();
             let mut kept_by_compact = KeepSet::new();
             compacted.compact(at_rev, &mut kept_by_compact);
@@ -379,7 +446,11 @@ mod tests {
         let mut index = etcd_test_index();
         index.compact(4, &mut KeepSet::new());
         let found = |modified: Revision, created: i64, version: i64| {
-            Some(KeyRevision { modified, created, version })
+            Some(KeyRevision {
+                modified,
+                created,
+                version,
+            })
         };
         let cases = [
             (17, None),
@@ -410,7 +481,15 @@ mod tests {
     fn since_lists_later_changes_with_the_last_sub_of_each_main() {
         let mut index = etcd_test_index();
         index.compact(4, &mut KeepSet::new());
-        let all = [rev(4), rev(6), rev(8), rev(10), rev(12), Revision::new(14, 1), rev(16)];
+        let all = [
+            rev(4),
+            rev(6),
+            rev(8),
+            rev(10),
+            rev(12),
+            Revision::new(14, 1),
+            rev(16),
+        ];
         let cases: [(i64, &[Revision]); 18] = [
             (17, &[]),
             (16, &all[6..]),
@@ -442,10 +521,24 @@ mod tests {
         index.put(rev(5)).expect("put");
         index.put(Revision::new(5, 1)).expect("put");
         index.put(rev(7)).expect("put");
-        assert_eq!(index.get(7), Some(KeyRevision { modified: rev(7), created: 5, version: 3 }));
+        assert_eq!(
+            index.get(7),
+            Some(KeyRevision {
+                modified: rev(7),
+                created: 5,
+                version: 3
+            })
+        );
         index.tombstone(rev(9)).expect("tombstone");
         index.put(rev(11)).expect("put");
-        assert_eq!(index.get(11), Some(KeyRevision { modified: rev(11), created: 11, version: 1 }));
+        assert_eq!(
+            index.get(11),
+            Some(KeyRevision {
+                modified: rev(11),
+                created: 11,
+                version: 1
+            })
+        );
     }
 
     #[test]
@@ -454,7 +547,10 @@ mod tests {
         index.put(rev(5)).expect("put");
         assert_eq!(
             index.put(rev(5)),
-            Err(KeyIndexError::NotAfterLastChange { last: rev(5), new: rev(5) })
+            Err(KeyIndexError::NotAfterLastChange {
+                last: rev(5),
+                new: rev(5)
+            })
         );
         assert!(index.put(rev(4)).is_err());
     }
@@ -471,8 +567,22 @@ mod tests {
     #[test]
     fn restore_resumes_version_and_creation() {
         let mut index = KeyIndex::restore(3, rev(9), 4);
-        assert_eq!(index.get(9), Some(KeyRevision { modified: rev(9), created: 3, version: 4 }));
+        assert_eq!(
+            index.get(9),
+            Some(KeyRevision {
+                modified: rev(9),
+                created: 3,
+                version: 4
+            })
+        );
         index.put(rev(10)).expect("put");
-        assert_eq!(index.get(10), Some(KeyRevision { modified: rev(10), created: 3, version: 5 }));
+        assert_eq!(
+            index.get(10),
+            Some(KeyRevision {
+                modified: rev(10),
+                created: 3,
+                version: 5
+            })
+        );
     }
 }

@@ -28,7 +28,10 @@ use crate::pb::mvccpb::KeyValue;
 
 /// A response header carrying only a revision; the API layer fills in the rest.
 pub(super) fn header(revision: i64) -> Option<ResponseHeader> {
-    Some(ResponseHeader { revision, ..Default::default() })
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
 }
 
 /// Reads at a revision over the index, the engine, and a write's pending changes.
@@ -44,13 +47,20 @@ pub(super) struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// A reader of committed state only (`current` is the store's current revision).
     pub fn committed(index: &'a TreeIndex, engine: &'a dyn ReadView, current: i64) -> Self {
-        Self { index, engine, pending: &[], pending_main: current.saturating_add(1) }
+        Self {
+            index,
+            engine,
+            pending: &[],
+            pending_main: current.saturating_add(1),
+        }
     }
 
     /// The key-value stored at `rev`.
     pub fn fetch(&self, rev: Revision) -> Result<KeyValue, StorageError> {
         if rev.main == self.pending_main {
-            let change = usize::try_from(rev.sub).ok().and_then(|sub| self.pending.get(sub));
+            let change = usize::try_from(rev.sub)
+                .ok()
+                .and_then(|sub| self.pending.get(sub));
             return match change {
                 Some(change) if change.is_put() => Ok(change.kv.clone()),
                 _ => Err(StorageError::corrupt(format!(
@@ -71,7 +81,12 @@ impl<'a> Reader<'a> {
 
     /// etcd's Range of `req` at `at_rev` (already resolved and checked); the header carries
     /// `header_revision`.
-    pub fn range(&self, req: &RangeRequest, at_rev: i64, header_revision: i64) -> Result<RangeResponse, StorageError> {
+    pub fn range(
+        &self,
+        req: &RangeRequest,
+        at_rev: i64,
+        header_revision: i64,
+    ) -> Result<RangeResponse, StorageError> {
         let end = range_end_of(&req.range_end);
         if req.count_only {
             let count = self.index.count(&req.key, end, at_rev);
@@ -108,7 +123,12 @@ impl<'a> Reader<'a> {
                 kv.value = Vec::new();
             }
         }
-        Ok(RangeResponse { header: header(header_revision), kvs, more, count: total as i64 })
+        Ok(RangeResponse {
+            header: header(header_revision),
+            kvs,
+            more,
+            count: total as i64,
+        })
     }
 
     /// etcd's Compare at `at_rev`: every key in the range must satisfy it; a range with no key
@@ -117,7 +137,10 @@ impl<'a> Reader<'a> {
         let target = CompareTarget::try_from(compare.target).ok();
         let needs_row = matches!(target, Some(CompareTarget::Value | CompareTarget::Lease));
         let mut any_key = false;
-        for (_, seen) in self.index.range_at(&compare.key, range_end_of(&compare.range_end), at_rev) {
+        for (_, seen) in self
+            .index
+            .range_at(&compare.key, range_end_of(&compare.range_end), at_rev)
+        {
             any_key = true;
             let ordering = if needs_row {
                 let kv = self.fetch(seen.modified)?;
@@ -142,8 +165,17 @@ impl<'a> Reader<'a> {
         if target == Some(CompareTarget::Value) {
             return Ok(false);
         }
-        let zero = CompareFields { version: 0, create_revision: 0, mod_revision: 0, lease: 0, value: &[] };
-        Ok(result_holds(compare.result, compare_ordering(compare, target, &zero)))
+        let zero = CompareFields {
+            version: 0,
+            create_revision: 0,
+            mod_revision: 0,
+            lease: 0,
+            value: &[],
+        };
+        Ok(result_holds(
+            compare.result,
+            compare_ordering(compare, target, &zero),
+        ))
     }
 }
 
@@ -171,8 +203,14 @@ impl<'v> CompareFields<'v> {
 /// How the key-value compares to the compare's operand. A target union that does not match the
 /// target compares against zero (or the empty value); an unknown target compares equal — both
 /// as etcd does.
-fn compare_ordering(compare: &Compare, target: Option<CompareTarget>, kv: &CompareFields<'_>) -> Ordering {
-    let operand = |pick: fn(&TargetUnion) -> Option<i64>| compare.target_union.as_ref().and_then(pick).unwrap_or(0);
+fn compare_ordering(
+    compare: &Compare,
+    target: Option<CompareTarget>,
+    kv: &CompareFields<'_>,
+) -> Ordering {
+    let operand = |pick: fn(&TargetUnion) -> Option<i64>| {
+        compare.target_union.as_ref().and_then(pick).unwrap_or(0)
+    };
     match target {
         Some(CompareTarget::Value) => {
             let value: &[u8] = match &compare.target_union {
@@ -222,8 +260,10 @@ fn has_revision_filters(req: &RangeRequest) -> bool {
 fn passes_revision_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
     let too_new_mod = req.max_mod_revision != 0 && kv.mod_revision > req.max_mod_revision;
     let too_old_mod = req.min_mod_revision != 0 && kv.mod_revision < req.min_mod_revision;
-    let too_new_create = req.max_create_revision != 0 && kv.create_revision > req.max_create_revision;
-    let too_old_create = req.min_create_revision != 0 && kv.create_revision < req.min_create_revision;
+    let too_new_create =
+        req.max_create_revision != 0 && kv.create_revision > req.max_create_revision;
+    let too_old_create =
+        req.min_create_revision != 0 && kv.create_revision < req.min_create_revision;
     !(too_new_mod || too_old_mod || too_new_create || too_old_create)
 }
 

@@ -100,7 +100,10 @@ pub fn decode_row_key(key: &[u8]) -> Result<RowKey, StorageError> {
     }
     let main = u64::from_be_bytes(key[..8].try_into().expect("slice of 8 bytes"));
     let sub = u64::from_be_bytes(key[9..17].try_into().expect("slice of 8 bytes"));
-    Ok(RowKey { revision: Revision::new(main as i64, sub as i64), tombstone })
+    Ok(RowKey {
+        revision: Revision::new(main as i64, sub as i64),
+        tombstone,
+    })
 }
 
 /// Lower-case hex of `bytes`, for error messages that name a row.
@@ -134,9 +137,21 @@ mod tests {
     fn keys_decode_to_their_revision() {
         let revision = Revision::new(123_456_789, 42);
         let live = decode_row_key(&revision.to_key()).expect("valid key");
-        assert_eq!(live, RowKey { revision, tombstone: false });
+        assert_eq!(
+            live,
+            RowKey {
+                revision,
+                tombstone: false
+            }
+        );
         let tomb = decode_row_key(&revision.to_tombstone_key()).expect("valid key");
-        assert_eq!(tomb, RowKey { revision, tombstone: true });
+        assert_eq!(
+            tomb,
+            RowKey {
+                revision,
+                tombstone: true
+            }
+        );
     }
 
     #[test]
@@ -178,6 +193,8 @@ mod tests {
         let prefix = Revision::main_prefix(7);
         assert!(prefix.as_slice() <= Revision::new(7, 0).to_key().as_slice());
         assert!(Revision::new(6, u32::MAX as i64).to_key().as_slice() < prefix.as_slice());
-        assert!(Revision::new(7, 9).to_tombstone_key().as_slice() < Revision::main_prefix(8).as_slice());
+        assert!(
+            Revision::new(7, 9).to_tombstone_key().as_slice() < Revision::main_prefix(8).as_slice()
+        );
     }
 }

@@ -57,7 +57,11 @@ pub struct ApplyOutcome {
 impl ApplyOutcome {
     /// The outcome of an entry that was already applied (at or below the consistent index).
     pub fn skipped(revision: i64) -> Self {
-        Self { response: None, events: Vec::new(), revision }
+        Self {
+            response: None,
+            events: Vec::new(),
+            revision,
+        }
     }
 }
 
@@ -73,7 +77,12 @@ struct Effect {
 
 impl Effect {
     fn response(response: CommandResponse, changes: Vec<Change>) -> Self {
-        Self { response: Some(response), changes, batch: WriteBatch::new(), compacted: None }
+        Self {
+            response: Some(response),
+            changes,
+            batch: WriteBatch::new(),
+            compacted: None,
+        }
     }
 }
 
@@ -151,13 +160,19 @@ impl MvccStore {
     /// is readable); above the current one → FutureRevision.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, EtcdError> {
         if let Some(reason) = &self.poisoned {
-            return Err(EtcdError::Internal(format!("mvcc store unusable: {reason}")));
+            return Err(EtcdError::Internal(format!(
+                "mvcc store unusable: {reason}"
+            )));
         }
         let current = self.current_revision;
         if req.revision > current {
             return Err(EtcdError::FutureRevision);
         }
-        let at_rev = if req.revision <= 0 { current } else { req.revision };
+        let at_rev = if req.revision <= 0 {
+            current
+        } else {
+            req.revision
+        };
         if at_rev < self.compacted {
             return Err(EtcdError::Compacted);
         }
@@ -172,16 +187,26 @@ impl MvccStore {
     ///
     /// `Ok(Err(e))`: the request failed deterministically (e.g. lease not found, compacted); the
     /// consistent index is still recorded. `Err`: storage failure; the store is then unusable.
-    pub fn apply(&mut self, index: u64, request: Option<&Request>) -> Result<Result<ApplyOutcome, EtcdError>, StorageError> {
+    pub fn apply(
+        &mut self,
+        index: u64,
+        request: Option<&Request>,
+    ) -> Result<Result<ApplyOutcome, EtcdError>, StorageError> {
         if let Some(reason) = &self.poisoned {
-            return Err(StorageError::corrupt(format!("mvcc store unusable: {reason}")));
+            return Err(StorageError::corrupt(format!(
+                "mvcc store unusable: {reason}"
+            )));
         }
         if index <= self.consistent_index {
             return Ok(Ok(ApplyOutcome::skipped(self.current_revision)));
         }
-        let result = self.execute(request).and_then(|executed| self.commit(index, executed));
+        let result = self
+            .execute(request)
+            .and_then(|executed| self.commit(index, executed));
         if let Err(err) = &result {
-            self.poisoned = Some(format!("a storage failure while applying raft index {index}: {err}"));
+            self.poisoned = Some(format!(
+                "a storage failure while applying raft index {index}: {err}"
+            ));
         }
         result
     }
@@ -197,9 +222,17 @@ impl MvccStore {
         Reader::committed(&self.index, self.engine.as_ref(), self.current_revision)
     }
 
-    fn execute(&mut self, request: Option<&Request>) -> Result<Result<Effect, EtcdError>, StorageError> {
+    fn execute(
+        &mut self,
+        request: Option<&Request>,
+    ) -> Result<Result<Effect, EtcdError>, StorageError> {
         match request {
-            None => Ok(Ok(Effect { response: None, changes: Vec::new(), batch: WriteBatch::new(), compacted: None })),
+            None => Ok(Ok(Effect {
+                response: None,
+                changes: Vec::new(),
+                batch: WriteBatch::new(),
+                compacted: None,
+            })),
             Some(Request::Put(put)) => self.execute_put(put),
             Some(Request::DeleteRange(delete)) => self.execute_delete_range(delete),
             Some(Request::Txn(txn)) => self.execute_txn(txn),
@@ -211,18 +244,29 @@ impl MvccStore {
         if req.lease != 0 && !self.lease_exists(req.lease) {
             return Ok(Err(EtcdError::LeaseNotFound));
         }
-        if (req.ignore_value || req.ignore_lease) && self.index.get(&req.key, self.current_revision).is_none() {
+        if (req.ignore_value || req.ignore_lease)
+            && self.index.get(&req.key, self.current_revision).is_none()
+        {
             return Ok(Err(EtcdError::KeyNotFound));
         }
         let mut write = WriteTxn::new(&mut self.index, self.engine.as_ref(), self.current_revision);
         let response = write.put(req)?;
-        Ok(Ok(Effect::response(CommandResponse::Put(response), write.into_changes())))
+        Ok(Ok(Effect::response(
+            CommandResponse::Put(response),
+            write.into_changes(),
+        )))
     }
 
-    fn execute_delete_range(&mut self, req: &DeleteRangeRequest) -> Result<Result<Effect, EtcdError>, StorageError> {
+    fn execute_delete_range(
+        &mut self,
+        req: &DeleteRangeRequest,
+    ) -> Result<Result<Effect, EtcdError>, StorageError> {
         let mut write = WriteTxn::new(&mut self.index, self.engine.as_ref(), self.current_revision);
         let response = write.delete_range(req)?;
-        Ok(Ok(Effect::response(CommandResponse::DeleteRange(response), write.into_changes())))
+        Ok(Ok(Effect::response(
+            CommandResponse::DeleteRange(response),
+            write.into_changes(),
+        )))
     }
 
     fn execute_txn(&mut self, req: &TxnRequest) -> Result<Result<Effect, EtcdError>, StorageError> {
@@ -244,10 +288,16 @@ impl MvccStore {
         let changes = write.into_changes();
         let revision = if changes.is_empty() { begin } else { begin + 1 };
         response.header = header(revision);
-        Ok(Ok(Effect::response(CommandResponse::Txn(response), changes)))
+        Ok(Ok(Effect::response(
+            CommandResponse::Txn(response),
+            changes,
+        )))
     }
 
-    fn execute_compaction(&mut self, req: &CompactionRequest) -> Result<Result<Effect, EtcdError>, StorageError> {
+    fn execute_compaction(
+        &mut self,
+        req: &CompactionRequest,
+    ) -> Result<Result<Effect, EtcdError>, StorageError> {
         let revision = req.revision;
         if revision <= self.compacted {
             return Ok(Err(EtcdError::Compacted));
@@ -257,7 +307,9 @@ impl MvccStore {
         }
         let mut batch = WriteBatch::new();
         self.compaction_ops(revision, &mut batch)?;
-        let response = CompactionResponse { header: header(self.current_revision) };
+        let response = CompactionResponse {
+            header: header(self.current_revision),
+        };
         Ok(Ok(Effect {
             response: Some(CommandResponse::Compaction(response)),
             changes: Vec::new(),
@@ -269,13 +321,20 @@ impl MvccStore {
     /// Compacts the key index at `revision` and adds to `batch` the scheduled revision, the
     /// deletion of every row at or below it that the index no longer needs, and the finished
     /// revision.
-    fn compaction_ops(&mut self, revision: i64, batch: &mut WriteBatch) -> Result<(), StorageError> {
+    fn compaction_ops(
+        &mut self,
+        revision: i64,
+        batch: &mut WriteBatch,
+    ) -> Result<(), StorageError> {
         meta::put_i64(batch, meta::SCHEDULED_COMPACT_REVISION, revision);
         let keep = self.index.compact(revision);
         let end = revision.checked_add(1).map(Revision::main_prefix);
         let mut failure = None;
-        self.engine.scan(Table::Kv, &[], end.as_ref().map(|end| end.as_slice()), &mut |key, _| {
-            match decode_row_key(key) {
+        self.engine.scan(
+            Table::Kv,
+            &[],
+            end.as_ref().map(|end| end.as_slice()),
+            &mut |key, _| match decode_row_key(key) {
                 Ok(row) => {
                     if !keep.contains(&row.revision) {
                         batch.delete(Table::Kv, key);
@@ -286,8 +345,8 @@ impl MvccStore {
                     failure = Some(err);
                     false
                 }
-            }
-        })?;
+            },
+        )?;
         if let Some(err) = failure {
             return Err(err);
         }
@@ -297,7 +356,11 @@ impl MvccStore {
 
     /// Writes the effect of an executed entry (or only the consistent index, for a failed one)
     /// in one batch, then makes it the store's state.
-    fn commit(&mut self, index: u64, executed: Result<Effect, EtcdError>) -> Result<Result<ApplyOutcome, EtcdError>, StorageError> {
+    fn commit(
+        &mut self,
+        index: u64,
+        executed: Result<Effect, EtcdError>,
+    ) -> Result<Result<ApplyOutcome, EtcdError>, StorageError> {
         let effect = match executed {
             Ok(effect) => effect,
             Err(err) => {
@@ -308,8 +371,17 @@ impl MvccStore {
                 return Ok(Err(err));
             }
         };
-        let Effect { response, changes, mut batch, compacted } = effect;
-        let revision = if changes.is_empty() { self.current_revision } else { self.current_revision + 1 };
+        let Effect {
+            response,
+            changes,
+            mut batch,
+            compacted,
+        } = effect;
+        let revision = if changes.is_empty() {
+            self.current_revision
+        } else {
+            self.current_revision + 1
+        };
         for (sub, change) in changes.iter().enumerate() {
             let rev = Revision::new(revision, sub as i64);
             let value = change.kv.encode_to_vec();
@@ -330,11 +402,15 @@ impl MvccStore {
             self.compacted = compacted;
         }
         let events = changes.into_iter().map(Change::into_event).collect();
-        Ok(Ok(ApplyOutcome { response, events, revision }))
+        Ok(Ok(ApplyOutcome {
+            response,
+            events,
+            revision,
+        }))
     }
 
-    #[cfg(test)]
-    pub(crate) fn tree_index(&self) -> &TreeIndex {
+    /// The in-memory key index (for the watch hub's `since` and for hashing).
+    pub fn tree_index(&self) -> &TreeIndex {
         &self.index
     }
 }
@@ -346,7 +422,12 @@ impl MvccStore {
 fn rebuild_index(view: &dyn ReadView, current_revision: i64) -> Result<TreeIndex, StorageError> {
     let mut index = TreeIndex::new();
     let mut failure = None;
-    view.scan(Table::Kv, &[], None, &mut |key, value| match restore_row(&mut index, key, value, current_revision) {
+    view.scan(Table::Kv, &[], None, &mut |key, value| match restore_row(
+        &mut index,
+        key,
+        value,
+        current_revision,
+    ) {
         Ok(()) => true,
         Err(err) => {
             failure = Some(err);
@@ -359,7 +440,12 @@ fn rebuild_index(view: &dyn ReadView, current_revision: i64) -> Result<TreeIndex
     }
 }
 
-fn restore_row(index: &mut TreeIndex, row_key: &[u8], value: &[u8], current_revision: i64) -> Result<(), StorageError> {
+fn restore_row(
+    index: &mut TreeIndex,
+    row_key: &[u8],
+    value: &[u8],
+    current_revision: i64,
+) -> Result<(), StorageError> {
     let row = decode_row_key(row_key)?;
     if row.revision.main > current_revision {
         return Err(StorageError::corrupt(format!(

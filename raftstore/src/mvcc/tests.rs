@@ -12,8 +12,8 @@ use crate::error::EtcdError;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::{
-    request_op, response_op, Compare, CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest,
-    RangeResponse, RequestOp, ResponseHeader, TxnRequest, TxnResponse,
+    request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest,
+    RangeRequest, RangeResponse, RequestOp, ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::pb::k3rspb::raft_command::Request;
 use crate::pb::mvccpb::{event::EventType, KeyValue};
@@ -28,22 +28,34 @@ impl Harness {
     fn new() -> Self {
         let engine = Arc::new(MemoryEngine::new());
         let store = MvccStore::open(engine.clone()).expect("open empty store");
-        Self { engine, store, next_index: 1 }
+        Self {
+            engine,
+            store,
+            next_index: 1,
+        }
     }
 
     fn apply(&mut self, request: Request) -> Result<ApplyOutcome, EtcdError> {
         let index = self.next_index;
         self.next_index += 1;
-        self.store.apply(index, Some(&request)).expect("no storage failure")
+        self.store
+            .apply(index, Some(&request))
+            .expect("no storage failure")
     }
 
     fn put(&mut self, key: &str, value: &str) -> ApplyOutcome {
-        self.apply(Request::Put(put_request(key, value))).expect("put succeeds")
+        self.apply(Request::Put(put_request(key, value)))
+            .expect("put succeeds")
     }
 
     fn delete(&mut self, key: &str, range_end: &str) -> ApplyOutcome {
-        let request = DeleteRangeRequest { key: key.into(), range_end: range_end.into(), prev_kv: false };
-        self.apply(Request::DeleteRange(request)).expect("delete succeeds")
+        let request = DeleteRangeRequest {
+            key: key.into(),
+            range_end: range_end.into(),
+            prev_kv: false,
+        };
+        self.apply(Request::DeleteRange(request))
+            .expect("delete succeeds")
     }
 
     fn txn(&mut self, request: TxnRequest) -> Result<(TxnResponse, ApplyOutcome), EtcdError> {
@@ -55,7 +67,10 @@ impl Harness {
     }
 
     fn compact(&mut self, revision: i64) -> Result<ApplyOutcome, EtcdError> {
-        self.apply(Request::Compaction(CompactionRequest { revision, physical: false }))
+        self.apply(Request::Compaction(CompactionRequest {
+            revision,
+            physical: false,
+        }))
     }
 
     fn range(&self, request: RangeRequest) -> Result<RangeResponse, EtcdError> {
@@ -68,7 +83,8 @@ impl Harness {
     }
 
     fn reopen(&mut self) {
-        self.store = MvccStore::open(self.engine.clone() as Arc<dyn KvEngine>).expect("reopen store");
+        self.store =
+            MvccStore::open(self.engine.clone() as Arc<dyn KvEngine>).expect("reopen store");
     }
 
     fn kv_row_revisions(&self) -> Vec<(Revision, bool)> {
@@ -85,11 +101,19 @@ impl Harness {
 }
 
 fn put_request(key: &str, value: &str) -> PutRequest {
-    PutRequest { key: key.into(), value: value.into(), ..Default::default() }
+    PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    }
 }
 
 fn range_request(key: &str, range_end: &str) -> RangeRequest {
-    RangeRequest { key: key.into(), range_end: range_end.into(), ..Default::default() }
+    RangeRequest {
+        key: key.into(),
+        range_end: range_end.into(),
+        ..Default::default()
+    }
 }
 
 fn all_keys() -> RangeRequest {
@@ -97,32 +121,49 @@ fn all_keys() -> RangeRequest {
 }
 
 fn keys_of(response: &RangeResponse) -> Vec<String> {
-    response.kvs.iter().map(|kv| String::from_utf8(kv.key.clone()).expect("utf8 test keys")).collect()
+    response
+        .kvs
+        .iter()
+        .map(|kv| String::from_utf8(kv.key.clone()).expect("utf8 test keys"))
+        .collect()
 }
 
 fn put_op(key: &str, value: &str) -> RequestOp {
-    RequestOp { request: Some(request_op::Request::RequestPut(put_request(key, value))) }
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(put_request(key, value))),
+    }
 }
 
 fn delete_op(key: &str, range_end: &str) -> RequestOp {
     RequestOp {
-        request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-            key: key.into(),
-            range_end: range_end.into(),
-            prev_kv: true,
-        })),
+        request: Some(request_op::Request::RequestDeleteRange(
+            DeleteRangeRequest {
+                key: key.into(),
+                range_end: range_end.into(),
+                prev_kv: true,
+            },
+        )),
     }
 }
 
 fn range_op(key: &str) -> RequestOp {
-    RequestOp { request: Some(request_op::Request::RequestRange(range_request(key, ""))) }
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(range_request(key, ""))),
+    }
 }
 
 fn txn_op(request: TxnRequest) -> RequestOp {
-    RequestOp { request: Some(request_op::Request::RequestTxn(request)) }
+    RequestOp {
+        request: Some(request_op::Request::RequestTxn(request)),
+    }
 }
 
-fn compare(key: &str, result: CompareResult, target: CompareTarget, operand: TargetUnion) -> Compare {
+fn compare(
+    key: &str,
+    result: CompareResult,
+    target: CompareTarget,
+    operand: TargetUnion,
+) -> Compare {
     Compare {
         result: result as i32,
         target: target as i32,
@@ -133,7 +174,10 @@ fn compare(key: &str, result: CompareResult, target: CompareTarget, operand: Tar
 }
 
 fn only_header(revision: i64) -> Option<ResponseHeader> {
-    Some(ResponseHeader { revision, ..Default::default() })
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
 }
 
 fn range_response(op: &response_op::Response) -> &RangeResponse {
@@ -186,7 +230,11 @@ fn read_only_txn_does_not_bump_the_revision() {
     let mut harness = Harness::new();
     harness.put("a", "1");
     let (response, outcome) = harness
-        .txn(TxnRequest { compare: vec![], success: vec![range_op("a")], failure: vec![] })
+        .txn(TxnRequest {
+            compare: vec![],
+            success: vec![range_op("a")],
+            failure: vec![],
+        })
         .expect("txn");
     assert_eq!(outcome.revision, 2);
     assert_eq!(response.header, only_header(2));
@@ -198,7 +246,11 @@ fn txn_deleting_nothing_does_not_bump_the_revision() {
     let mut harness = Harness::new();
     harness.put("a", "1");
     let (response, outcome) = harness
-        .txn(TxnRequest { compare: vec![], success: vec![delete_op("x", "")], failure: vec![] })
+        .txn(TxnRequest {
+            compare: vec![],
+            success: vec![delete_op("x", "")],
+            failure: vec![],
+        })
         .expect("txn");
     assert_eq!(outcome.revision, 2);
     assert_eq!(response.header, only_header(2));
@@ -207,8 +259,15 @@ fn txn_deleting_nothing_does_not_bump_the_revision() {
 #[test]
 fn failed_request_records_the_consistent_index_but_not_a_revision() {
     let mut harness = Harness::new();
-    let request = PutRequest { key: b"a".to_vec(), lease: 5, ..Default::default() };
-    assert_eq!(harness.apply(Request::Put(request)), Err(EtcdError::LeaseNotFound));
+    let request = PutRequest {
+        key: b"a".to_vec(),
+        lease: 5,
+        ..Default::default()
+    };
+    assert_eq!(
+        harness.apply(Request::Put(request)),
+        Err(EtcdError::LeaseNotFound)
+    );
     assert_eq!(harness.store.consistent_index(), 1);
     assert_eq!(harness.store.current_revision(), 1);
     harness.reopen();
@@ -218,8 +277,19 @@ fn failed_request_records_the_consistent_index_but_not_a_revision() {
 #[test]
 fn entry_without_command_records_the_consistent_index() {
     let mut harness = Harness::new();
-    let outcome = harness.store.apply(1, None).expect("storage").expect("apply");
-    assert_eq!(outcome, ApplyOutcome { response: None, events: Vec::new(), revision: 1 });
+    let outcome = harness
+        .store
+        .apply(1, None)
+        .expect("storage")
+        .expect("apply");
+    assert_eq!(
+        outcome,
+        ApplyOutcome {
+            response: None,
+            events: Vec::new(),
+            revision: 1
+        }
+    );
     assert_eq!(harness.store.consistent_index(), 1);
     harness.reopen();
     assert_eq!(harness.store.consistent_index(), 1);
@@ -229,10 +299,22 @@ fn entry_without_command_records_the_consistent_index() {
 fn entries_at_or_below_the_consistent_index_are_skipped() {
     let mut harness = Harness::new();
     let request = Request::Put(put_request("a", "1"));
-    harness.store.apply(5, Some(&request)).expect("storage").expect("put");
-    let replay = harness.store.apply(5, Some(&request)).expect("storage").expect("skip");
+    harness
+        .store
+        .apply(5, Some(&request))
+        .expect("storage")
+        .expect("put");
+    let replay = harness
+        .store
+        .apply(5, Some(&request))
+        .expect("storage")
+        .expect("skip");
     assert_eq!(replay, ApplyOutcome::skipped(2));
-    let older = harness.store.apply(3, Some(&request)).expect("storage").expect("skip");
+    let older = harness
+        .store
+        .apply(3, Some(&request))
+        .expect("storage")
+        .expect("skip");
     assert_eq!(older, ApplyOutcome::skipped(2));
     assert_eq!(harness.store.current_revision(), 2);
     assert_eq!(harness.get("a").expect("a exists").version, 1);
@@ -265,14 +347,28 @@ fn range_without_end_reads_one_key() {
     assert_eq!(keys_of(&response), ["a"]);
     assert_eq!(response.count, 1);
     let kv = &response.kvs[0];
-    assert_eq!((kv.value.as_slice(), kv.create_revision, kv.mod_revision, kv.version), (&b"4"[..], 2, 5, 2));
+    assert_eq!(
+        (
+            kv.value.as_slice(),
+            kv.create_revision,
+            kv.mod_revision,
+            kv.version
+        ),
+        (&b"4"[..], 2, 5, 2)
+    );
 }
 
 #[test]
 fn range_end_nul_reads_every_key_from_key() {
     let harness = abc_store();
-    assert_eq!(keys_of(&harness.range(range_request("b", "\0")).expect("range")), ["b", "c"]);
-    assert_eq!(keys_of(&harness.range(all_keys()).expect("range")), ["a", "b", "c"]);
+    assert_eq!(
+        keys_of(&harness.range(range_request("b", "\0")).expect("range")),
+        ["b", "c"]
+    );
+    assert_eq!(
+        keys_of(&harness.range(all_keys()).expect("range")),
+        ["a", "b", "c"]
+    );
 }
 
 #[test]
@@ -281,13 +377,22 @@ fn range_end_not_after_key_is_empty() {
     let response = harness.range(range_request("c", "a")).expect("range");
     assert!(response.kvs.is_empty());
     assert_eq!(response.count, 0);
-    assert!(harness.range(range_request("b", "b")).expect("range").kvs.is_empty());
+    assert!(harness
+        .range(range_request("b", "b"))
+        .expect("range")
+        .kvs
+        .is_empty());
 }
 
 #[test]
 fn range_header_is_the_current_revision_even_in_the_past() {
     let harness = abc_store();
-    let response = harness.range(RangeRequest { revision: 3, ..all_keys() }).expect("range");
+    let response = harness
+        .range(RangeRequest {
+            revision: 3,
+            ..all_keys()
+        })
+        .expect("range");
     assert_eq!(response.header, only_header(5));
     assert_eq!(keys_of(&response), ["a", "b"]);
     assert_eq!(response.kvs[0].value, b"3");
@@ -296,11 +401,21 @@ fn range_header_is_the_current_revision_even_in_the_past() {
 #[test]
 fn range_limit_cuts_and_sets_more_but_count_is_all() {
     let harness = abc_store();
-    let response = harness.range(RangeRequest { limit: 2, ..all_keys() }).expect("range");
+    let response = harness
+        .range(RangeRequest {
+            limit: 2,
+            ..all_keys()
+        })
+        .expect("range");
     assert_eq!(keys_of(&response), ["a", "b"]);
     assert!(response.more);
     assert_eq!(response.count, 3);
-    let exact = harness.range(RangeRequest { limit: 3, ..all_keys() }).expect("range");
+    let exact = harness
+        .range(RangeRequest {
+            limit: 3,
+            ..all_keys()
+        })
+        .expect("range");
     assert!(!exact.more);
     assert_eq!(exact.kvs.len(), 3);
 }
@@ -308,7 +423,13 @@ fn range_limit_cuts_and_sets_more_but_count_is_all() {
 #[test]
 fn range_count_only_returns_no_kvs() {
     let harness = abc_store();
-    let response = harness.range(RangeRequest { count_only: true, limit: 1, ..all_keys() }).expect("range");
+    let response = harness
+        .range(RangeRequest {
+            count_only: true,
+            limit: 1,
+            ..all_keys()
+        })
+        .expect("range");
     assert!(response.kvs.is_empty());
     assert_eq!(response.count, 3);
     assert!(!response.more);
@@ -317,34 +438,67 @@ fn range_count_only_returns_no_kvs() {
 #[test]
 fn range_keys_only_drops_values() {
     let harness = abc_store();
-    let response = harness.range(RangeRequest { keys_only: true, ..all_keys() }).expect("range");
+    let response = harness
+        .range(RangeRequest {
+            keys_only: true,
+            ..all_keys()
+        })
+        .expect("range");
     assert_eq!(keys_of(&response), ["a", "b", "c"]);
-    assert!(response.kvs.iter().all(|kv| kv.value.is_empty() && kv.mod_revision > 0));
+    assert!(response
+        .kvs
+        .iter()
+        .all(|kv| kv.value.is_empty() && kv.mod_revision > 0));
 }
 
 #[test]
 fn range_sorts_by_each_target_and_order() {
     let harness = abc_store();
     let sorted = |order: SortOrder, target: SortTarget| {
-        let request = RangeRequest { sort_order: order as i32, sort_target: target as i32, ..all_keys() };
+        let request = RangeRequest {
+            sort_order: order as i32,
+            sort_target: target as i32,
+            ..all_keys()
+        };
         keys_of(&harness.range(request).expect("range"))
     };
     assert_eq!(sorted(SortOrder::Descend, SortTarget::Key), ["c", "b", "a"]);
     assert_eq!(sorted(SortOrder::Ascend, SortTarget::Key), ["a", "b", "c"]);
-    assert_eq!(sorted(SortOrder::Ascend, SortTarget::Value), ["c", "b", "a"]);
-    assert_eq!(sorted(SortOrder::Descend, SortTarget::Value), ["a", "b", "c"]);
+    assert_eq!(
+        sorted(SortOrder::Ascend, SortTarget::Value),
+        ["c", "b", "a"]
+    );
+    assert_eq!(
+        sorted(SortOrder::Descend, SortTarget::Value),
+        ["a", "b", "c"]
+    );
     assert_eq!(sorted(SortOrder::Ascend, SortTarget::Mod), ["b", "c", "a"]);
-    assert_eq!(sorted(SortOrder::Descend, SortTarget::Create), ["c", "b", "a"]);
-    assert_eq!(sorted(SortOrder::Descend, SortTarget::Version), ["a", "b", "c"]);
+    assert_eq!(
+        sorted(SortOrder::Descend, SortTarget::Create),
+        ["c", "b", "a"]
+    );
+    assert_eq!(
+        sorted(SortOrder::Descend, SortTarget::Version),
+        ["a", "b", "c"]
+    );
     // Equal versions keep key order, ascending.
-    assert_eq!(sorted(SortOrder::Ascend, SortTarget::Version), ["b", "c", "a"]);
+    assert_eq!(
+        sorted(SortOrder::Ascend, SortTarget::Version),
+        ["b", "c", "a"]
+    );
 }
 
 #[test]
 fn range_sort_target_without_order_sorts_ascending() {
     let harness = abc_store();
-    let request = RangeRequest { sort_target: SortTarget::Mod as i32, ..all_keys() };
-    assert_eq!(keys_of(&harness.range(request).expect("range")), ["b", "c", "a"]);
+    let request = RangeRequest {
+        sort_target: SortTarget::Mod as i32,
+        ..all_keys()
+    };
+    assert_eq!(
+        keys_of(&harness.range(request).expect("range")),
+        ["b", "c", "a"]
+    );
 }
 
 #[test]
@@ -370,7 +524,11 @@ fn range_target_without_order_sorts_only_the_keys_the_limit_read() {
     harness.put("a", "x"); // rev 3
     harness.put("b", "x"); // rev 4
     harness.put("c", "x"); // rev 5
-    let request = RangeRequest { sort_target: SortTarget::Mod as i32, limit: 2, ..all_keys() };
+    let request = RangeRequest {
+        sort_target: SortTarget::Mod as i32,
+        limit: 2,
+        ..all_keys()
+    };
     let response = harness.range(request).expect("range");
     assert_eq!(keys_of(&response), ["a", "b"]);
     assert!(response.more);
@@ -384,17 +542,54 @@ fn range_filters_by_mod_and_create_revision() {
         assert_eq!(response.count, 3, "count ignores filters");
         keys_of(&response)
     };
-    assert_eq!(filtered(RangeRequest { min_mod_revision: 4, ..all_keys() }), ["a", "c"]);
-    assert_eq!(filtered(RangeRequest { max_mod_revision: 4, ..all_keys() }), ["b", "c"]);
-    assert_eq!(filtered(RangeRequest { min_create_revision: 3, ..all_keys() }), ["b", "c"]);
-    assert_eq!(filtered(RangeRequest { max_create_revision: 3, ..all_keys() }), ["a", "b"]);
-    assert_eq!(filtered(RangeRequest { min_mod_revision: 4, max_create_revision: 3, ..all_keys() }), ["a"]);
+    assert_eq!(
+        filtered(RangeRequest {
+            min_mod_revision: 4,
+            ..all_keys()
+        }),
+        ["a", "c"]
+    );
+    assert_eq!(
+        filtered(RangeRequest {
+            max_mod_revision: 4,
+            ..all_keys()
+        }),
+        ["b", "c"]
+    );
+    assert_eq!(
+        filtered(RangeRequest {
+            min_create_revision: 3,
+            ..all_keys()
+        }),
+        ["b", "c"]
+    );
+    assert_eq!(
+        filtered(RangeRequest {
+            max_create_revision: 3,
+            ..all_keys()
+        }),
+        ["a", "b"]
+    );
+    assert_eq!(
+        filtered(RangeRequest {
+            min_mod_revision: 4,
+            max_create_revision: 3,
+            ..all_keys()
+        }),
+        ["a"]
+    );
 }
 
 #[test]
 fn range_filter_with_limit_cuts_after_filtering() {
     let harness = abc_store();
-    let response = harness.range(RangeRequest { min_mod_revision: 3, limit: 1, ..all_keys() }).expect("range");
+    let response = harness
+        .range(RangeRequest {
+            min_mod_revision: 3,
+            limit: 1,
+            ..all_keys()
+        })
+        .expect("range");
     assert_eq!(keys_of(&response), ["a"]);
     assert!(response.more);
     assert_eq!(response.count, 3);
@@ -403,28 +598,68 @@ fn range_filter_with_limit_cuts_after_filtering() {
 #[test]
 fn range_above_current_revision_is_a_future_revision() {
     let harness = abc_store();
-    assert_eq!(harness.range(RangeRequest { revision: 6, ..all_keys() }), Err(EtcdError::FutureRevision));
-    assert!(harness.range(RangeRequest { revision: 5, ..all_keys() }).is_ok());
+    assert_eq!(
+        harness.range(RangeRequest {
+            revision: 6,
+            ..all_keys()
+        }),
+        Err(EtcdError::FutureRevision)
+    );
+    assert!(harness
+        .range(RangeRequest {
+            revision: 5,
+            ..all_keys()
+        })
+        .is_ok());
 }
 
 #[test]
 fn range_at_compacted_revision_is_allowed_but_below_fails() {
     let mut harness = abc_store();
     harness.compact(3).expect("compact");
-    let at = harness.range(RangeRequest { revision: 3, ..all_keys() }).expect("range at compacted revision");
+    let at = harness
+        .range(RangeRequest {
+            revision: 3,
+            ..all_keys()
+        })
+        .expect("range at compacted revision");
     assert_eq!(keys_of(&at), ["a", "b"]);
     assert_eq!(at.kvs[0].value, b"3");
-    assert_eq!(harness.range(RangeRequest { revision: 2, ..all_keys() }), Err(EtcdError::Compacted));
-    assert!(harness.range(RangeRequest { revision: 0, ..all_keys() }).is_ok());
-    assert!(harness.range(RangeRequest { revision: -4, ..all_keys() }).is_ok());
+    assert_eq!(
+        harness.range(RangeRequest {
+            revision: 2,
+            ..all_keys()
+        }),
+        Err(EtcdError::Compacted)
+    );
+    assert!(harness
+        .range(RangeRequest {
+            revision: 0,
+            ..all_keys()
+        })
+        .is_ok());
+    assert!(harness
+        .range(RangeRequest {
+            revision: -4,
+            ..all_keys()
+        })
+        .is_ok());
 }
 
 #[test]
 fn range_does_not_see_deleted_keys_after_their_delete() {
     let mut harness = abc_store();
     harness.delete("b", ""); // rev 6
-    assert_eq!(keys_of(&harness.range(all_keys()).expect("range")), ["a", "c"]);
-    let before = harness.range(RangeRequest { revision: 5, ..all_keys() }).expect("range");
+    assert_eq!(
+        keys_of(&harness.range(all_keys()).expect("range")),
+        ["a", "c"]
+    );
+    let before = harness
+        .range(RangeRequest {
+            revision: 5,
+            ..all_keys()
+        })
+        .expect("range");
     assert_eq!(keys_of(&before), ["a", "b", "c"]);
 }
 
@@ -436,7 +671,10 @@ fn put_sets_create_mod_and_version() {
     harness.put("k", "1");
     harness.put("k", "2");
     let kv = harness.get("k").expect("k exists");
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version, kv.lease), (2, 3, 2, 0));
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision, kv.version, kv.lease),
+        (2, 3, 2, 0)
+    );
 }
 
 #[test]
@@ -453,7 +691,10 @@ fn put_after_delete_starts_a_new_life() {
 fn put_returns_prev_kv_when_asked() {
     let mut harness = Harness::new();
     harness.put("k", "old");
-    let request = PutRequest { prev_kv: true, ..put_request("k", "new") };
+    let request = PutRequest {
+        prev_kv: true,
+        ..put_request("k", "new")
+    };
     let outcome = harness.apply(Request::Put(request)).expect("put");
     match outcome.response {
         Some(CommandResponse::Put(response)) => {
@@ -473,7 +714,11 @@ fn put_returns_prev_kv_when_asked() {
 fn put_ignore_value_keeps_the_old_value() {
     let mut harness = Harness::new();
     harness.put("k", "kept");
-    let request = PutRequest { key: b"k".to_vec(), ignore_value: true, ..Default::default() };
+    let request = PutRequest {
+        key: b"k".to_vec(),
+        ignore_value: true,
+        ..Default::default()
+    };
     harness.apply(Request::Put(request)).expect("put");
     let kv = harness.get("k").expect("k exists");
     assert_eq!((kv.value.as_slice(), kv.version), (&b"kept"[..], 2));
@@ -482,23 +727,40 @@ fn put_ignore_value_keeps_the_old_value() {
 #[test]
 fn put_ignore_value_on_missing_key_is_key_not_found() {
     let mut harness = Harness::new();
-    let request = PutRequest { key: b"k".to_vec(), ignore_value: true, ..Default::default() };
-    assert_eq!(harness.apply(Request::Put(request)), Err(EtcdError::KeyNotFound));
+    let request = PutRequest {
+        key: b"k".to_vec(),
+        ignore_value: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        harness.apply(Request::Put(request)),
+        Err(EtcdError::KeyNotFound)
+    );
     assert_eq!(harness.store.current_revision(), 1);
 }
 
 #[test]
 fn put_ignore_lease_on_missing_key_is_key_not_found() {
     let mut harness = Harness::new();
-    let request = PutRequest { key: b"k".to_vec(), ignore_lease: true, ..Default::default() };
-    assert_eq!(harness.apply(Request::Put(request)), Err(EtcdError::KeyNotFound));
+    let request = PutRequest {
+        key: b"k".to_vec(),
+        ignore_lease: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        harness.apply(Request::Put(request)),
+        Err(EtcdError::KeyNotFound)
+    );
 }
 
 #[test]
 fn put_ignore_lease_keeps_the_old_lease_and_takes_the_new_value() {
     let mut harness = Harness::new();
     harness.put("k", "1");
-    let request = PutRequest { ignore_lease: true, ..put_request("k", "2") };
+    let request = PutRequest {
+        ignore_lease: true,
+        ..put_request("k", "2")
+    };
     harness.apply(Request::Put(request)).expect("put");
     let kv = harness.get("k").expect("k exists");
     assert_eq!((kv.value.as_slice(), kv.lease), (&b"2"[..], 0));
@@ -507,16 +769,30 @@ fn put_ignore_lease_keeps_the_old_lease_and_takes_the_new_value() {
 #[test]
 fn put_with_unknown_lease_is_lease_not_found() {
     let mut harness = Harness::new();
-    let request = PutRequest { lease: 42, ..put_request("k", "v") };
-    assert_eq!(harness.apply(Request::Put(request)), Err(EtcdError::LeaseNotFound));
+    let request = PutRequest {
+        lease: 42,
+        ..put_request("k", "v")
+    };
+    assert_eq!(
+        harness.apply(Request::Put(request)),
+        Err(EtcdError::LeaseNotFound)
+    );
     assert!(harness.get("k").is_none());
 }
 
 #[test]
 fn put_lease_check_comes_before_the_missing_key_check() {
     let mut harness = Harness::new();
-    let request = PutRequest { key: b"k".to_vec(), lease: 42, ignore_value: true, ..Default::default() };
-    assert_eq!(harness.apply(Request::Put(request)), Err(EtcdError::LeaseNotFound));
+    let request = PutRequest {
+        key: b"k".to_vec(),
+        lease: 42,
+        ignore_value: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        harness.apply(Request::Put(request)),
+        Err(EtcdError::LeaseNotFound)
+    );
 }
 
 #[test]
@@ -528,8 +804,17 @@ fn put_events_carry_the_new_and_previous_kv() {
     assert_eq!(first.events[0].prev_kv, None);
     let second = harness.put("k", "2");
     let event = &second.events[0];
-    assert_eq!(event.kv.as_ref().map(|kv| (kv.value.as_slice(), kv.mod_revision)), Some((&b"2"[..], 3)));
-    assert_eq!(event.prev_kv.as_ref().map(|kv| kv.value.as_slice()), Some(&b"1"[..]));
+    assert_eq!(
+        event
+            .kv
+            .as_ref()
+            .map(|kv| (kv.value.as_slice(), kv.mod_revision)),
+        Some((&b"2"[..], 3))
+    );
+    assert_eq!(
+        event.prev_kv.as_ref().map(|kv| kv.value.as_slice()),
+        Some(&b"1"[..])
+    );
 }
 
 // ---- delete range ----
@@ -537,14 +822,24 @@ fn put_events_carry_the_new_and_previous_kv() {
 #[test]
 fn delete_range_counts_and_returns_prev_kvs() {
     let mut harness = abc_store();
-    let request = DeleteRangeRequest { key: b"a".to_vec(), range_end: b"c".to_vec(), prev_kv: true };
-    let outcome = harness.apply(Request::DeleteRange(request)).expect("delete");
+    let request = DeleteRangeRequest {
+        key: b"a".to_vec(),
+        range_end: b"c".to_vec(),
+        prev_kv: true,
+    };
+    let outcome = harness
+        .apply(Request::DeleteRange(request))
+        .expect("delete");
     assert_eq!(outcome.revision, 6);
     match &outcome.response {
         Some(CommandResponse::DeleteRange(response)) => {
             assert_eq!(response.deleted, 2);
             assert_eq!(response.header, only_header(6));
-            let prev: Vec<_> = response.prev_kvs.iter().map(|kv| (kv.key.as_slice(), kv.value.as_slice())).collect();
+            let prev: Vec<_> = response
+                .prev_kvs
+                .iter()
+                .map(|kv| (kv.key.as_slice(), kv.value.as_slice()))
+                .collect();
             assert_eq!(prev, [(&b"a"[..], &b"4"[..]), (&b"b"[..], &b"2"[..])]);
         }
         other => panic!("unexpected {other:?}"),
@@ -559,8 +854,18 @@ fn delete_events_carry_only_key_and_mod_revision() {
     assert_eq!(outcome.events.len(), 2);
     for (event, key) in outcome.events.iter().zip(["a", "b"]) {
         assert_eq!(event.r#type, EventType::Delete as i32);
-        assert_eq!(event.kv, Some(KeyValue { key: key.into(), mod_revision: 6, ..Default::default() }));
-        assert_eq!(event.prev_kv.as_ref().map(|kv| kv.key.as_slice()), Some(key.as_bytes()));
+        assert_eq!(
+            event.kv,
+            Some(KeyValue {
+                key: key.into(),
+                mod_revision: 6,
+                ..Default::default()
+            })
+        );
+        assert_eq!(
+            event.prev_kv.as_ref().map(|kv| kv.key.as_slice()),
+            Some(key.as_bytes())
+        );
     }
 }
 
@@ -569,79 +874,256 @@ fn tombstone_row_holds_key_and_mod_revision() {
     let mut harness = Harness::new();
     harness.put("k", "v");
     harness.delete("k", "");
-    let row = harness.engine.get(Table::Kv, &Revision::new(3, 0).to_tombstone_key()).expect("get");
-    let kv = <KeyValue as prost::Message>::decode(row.expect("tombstone row").as_slice()).expect("decode");
-    assert_eq!(kv, KeyValue { key: b"k".to_vec(), mod_revision: 3, ..Default::default() });
+    let row = harness
+        .engine
+        .get(Table::Kv, &Revision::new(3, 0).to_tombstone_key())
+        .expect("get");
+    let kv = <KeyValue as prost::Message>::decode(row.expect("tombstone row").as_slice())
+        .expect("decode");
+    assert_eq!(
+        kv,
+        KeyValue {
+            key: b"k".to_vec(),
+            mod_revision: 3,
+            ..Default::default()
+        }
+    );
 }
 
 // ---- txn ----
 
 fn txn_outcome(harness: &mut Harness, compare: Compare) -> bool {
-    let request = TxnRequest { compare: vec![compare], success: vec![], failure: vec![] };
+    let request = TxnRequest {
+        compare: vec![compare],
+        success: vec![],
+        failure: vec![],
+    };
     harness.txn(request).expect("txn").0.succeeded
 }
 
 #[test]
 fn txn_compares_version() {
     let mut harness = abc_store();
-    assert!(txn_outcome(&mut harness, compare("a", CompareResult::Equal, CompareTarget::Version, TargetUnion::Version(2))));
-    assert!(txn_outcome(&mut harness, compare("a", CompareResult::Greater, CompareTarget::Version, TargetUnion::Version(1))));
-    assert!(!txn_outcome(&mut harness, compare("a", CompareResult::Less, CompareTarget::Version, TargetUnion::Version(2))));
+    assert!(txn_outcome(
+        &mut harness,
+        compare(
+            "a",
+            CompareResult::Equal,
+            CompareTarget::Version,
+            TargetUnion::Version(2)
+        )
+    ));
+    assert!(txn_outcome(
+        &mut harness,
+        compare(
+            "a",
+            CompareResult::Greater,
+            CompareTarget::Version,
+            TargetUnion::Version(1)
+        )
+    ));
+    assert!(!txn_outcome(
+        &mut harness,
+        compare(
+            "a",
+            CompareResult::Less,
+            CompareTarget::Version,
+            TargetUnion::Version(2)
+        )
+    ));
 }
 
 #[test]
 fn txn_compares_create_revision() {
     let mut harness = abc_store();
-    assert!(txn_outcome(&mut harness, compare("b", CompareResult::Equal, CompareTarget::Create, TargetUnion::CreateRevision(3))));
-    assert!(txn_outcome(&mut harness, compare("b", CompareResult::NotEqual, CompareTarget::Create, TargetUnion::CreateRevision(2))));
+    assert!(txn_outcome(
+        &mut harness,
+        compare(
+            "b",
+            CompareResult::Equal,
+            CompareTarget::Create,
+            TargetUnion::CreateRevision(3)
+        )
+    ));
+    assert!(txn_outcome(
+        &mut harness,
+        compare(
+            "b",
+            CompareResult::NotEqual,
+            CompareTarget::Create,
+            TargetUnion::CreateRevision(2)
+        )
+    ));
 }
 
 #[test]
 fn txn_compares_mod_revision() {
     let mut harness = abc_store();
-    assert!(txn_outcome(&mut harness, compare("a", CompareResult::Equal, CompareTarget::Mod, TargetUnion::ModRevision(5))));
-    assert!(txn_outcome(&mut harness, compare("a", CompareResult::Greater, CompareTarget::Mod, TargetUnion::ModRevision(4))));
-    assert!(!txn_outcome(&mut harness, compare("a", CompareResult::Equal, CompareTarget::Mod, TargetUnion::ModRevision(2))));
+    assert!(txn_outcome(
+        &mut harness,
+        compare(
+            "a",
+            CompareResult::Equal,
+            CompareTarget::Mod,
+            TargetUnion::ModRevision(5)
+        )
+    ));
+    assert!(txn_outcome(
+        &mut harness,
+        compare(
+            "a",
+            CompareResult::Greater,
+            CompareTarget::Mod,
+            TargetUnion::ModRevision(4)
+        )
+    ));
+    assert!(!txn_outcome(
+        &mut harness,
+        compare(
+            "a",
+            CompareResult::Equal,
+            CompareTarget::Mod,
+            TargetUnion::ModRevision(2)
+        )
+    ));
 }
 
 #[test]
 fn txn_compares_value() {
     let mut harness = abc_store();
-    assert!(txn_outcome(&mut harness, compare("c", CompareResult::Equal, CompareTarget::Value, TargetUnion::Value(b"1".to_vec()))));
-    assert!(txn_outcome(&mut harness, compare("c", CompareResult::Less, CompareTarget::Value, TargetUnion::Value(b"2".to_vec()))));
-    assert!(!txn_outcome(&mut harness, compare("c", CompareResult::Greater, CompareTarget::Value, TargetUnion::Value(b"1".to_vec()))));
+    assert!(txn_outcome(
+        &mut harness,
+        compare(
+            "c",
+            CompareResult::Equal,
+            CompareTarget::Value,
+            TargetUnion::Value(b"1".to_vec())
+        )
+    ));
+    assert!(txn_outcome(
+        &mut harness,
+        compare(
+            "c",
+            CompareResult::Less,
+            CompareTarget::Value,
+            TargetUnion::Value(b"2".to_vec())
+        )
+    ));
+    assert!(!txn_outcome(
+        &mut harness,
+        compare(
+            "c",
+            CompareResult::Greater,
+            CompareTarget::Value,
+            TargetUnion::Value(b"1".to_vec())
+        )
+    ));
 }
 
 #[test]
 fn txn_compares_lease() {
     let mut harness = abc_store();
-    assert!(txn_outcome(&mut harness, compare("a", CompareResult::Equal, CompareTarget::Lease, TargetUnion::Lease(0))));
-    assert!(!txn_outcome(&mut harness, compare("a", CompareResult::Equal, CompareTarget::Lease, TargetUnion::Lease(9))));
+    assert!(txn_outcome(
+        &mut harness,
+        compare(
+            "a",
+            CompareResult::Equal,
+            CompareTarget::Lease,
+            TargetUnion::Lease(0)
+        )
+    ));
+    assert!(!txn_outcome(
+        &mut harness,
+        compare(
+            "a",
+            CompareResult::Equal,
+            CompareTarget::Lease,
+            TargetUnion::Lease(9)
+        )
+    ));
 }
 
 #[test]
 fn txn_missing_key_compares_as_zero() {
     let mut harness = abc_store();
-    assert!(txn_outcome(&mut harness, compare("zz", CompareResult::Equal, CompareTarget::Mod, TargetUnion::ModRevision(0))));
-    assert!(txn_outcome(&mut harness, compare("zz", CompareResult::Equal, CompareTarget::Version, TargetUnion::Version(0))));
-    assert!(txn_outcome(&mut harness, compare("zz", CompareResult::Equal, CompareTarget::Create, TargetUnion::CreateRevision(0))));
-    assert!(txn_outcome(&mut harness, compare("zz", CompareResult::Equal, CompareTarget::Lease, TargetUnion::Lease(0))));
+    assert!(txn_outcome(
+        &mut harness,
+        compare(
+            "zz",
+            CompareResult::Equal,
+            CompareTarget::Mod,
+            TargetUnion::ModRevision(0)
+        )
+    ));
+    assert!(txn_outcome(
+        &mut harness,
+        compare(
+            "zz",
+            CompareResult::Equal,
+            CompareTarget::Version,
+            TargetUnion::Version(0)
+        )
+    ));
+    assert!(txn_outcome(
+        &mut harness,
+        compare(
+            "zz",
+            CompareResult::Equal,
+            CompareTarget::Create,
+            TargetUnion::CreateRevision(0)
+        )
+    ));
+    assert!(txn_outcome(
+        &mut harness,
+        compare(
+            "zz",
+            CompareResult::Equal,
+            CompareTarget::Lease,
+            TargetUnion::Lease(0)
+        )
+    ));
 }
 
 #[test]
 fn txn_value_compare_on_missing_key_is_false() {
     let mut harness = abc_store();
-    assert!(!txn_outcome(&mut harness, compare("zz", CompareResult::Equal, CompareTarget::Value, TargetUnion::Value(Vec::new()))));
-    assert!(!txn_outcome(&mut harness, compare("zz", CompareResult::NotEqual, CompareTarget::Value, TargetUnion::Value(b"x".to_vec()))));
+    assert!(!txn_outcome(
+        &mut harness,
+        compare(
+            "zz",
+            CompareResult::Equal,
+            CompareTarget::Value,
+            TargetUnion::Value(Vec::new())
+        )
+    ));
+    assert!(!txn_outcome(
+        &mut harness,
+        compare(
+            "zz",
+            CompareResult::NotEqual,
+            CompareTarget::Value,
+            TargetUnion::Value(b"x".to_vec())
+        )
+    ));
 }
 
 #[test]
 fn txn_compare_with_range_end_needs_every_key_to_match() {
     let mut harness = abc_store();
-    let mut all_created_after_1 = compare("a", CompareResult::Greater, CompareTarget::Create, TargetUnion::CreateRevision(1));
+    let mut all_created_after_1 = compare(
+        "a",
+        CompareResult::Greater,
+        CompareTarget::Create,
+        TargetUnion::CreateRevision(1),
+    );
     all_created_after_1.range_end = b"\0".to_vec();
     assert!(txn_outcome(&mut harness, all_created_after_1));
-    let mut all_version_1 = compare("a", CompareResult::Equal, CompareTarget::Version, TargetUnion::Version(1));
+    let mut all_version_1 = compare(
+        "a",
+        CompareResult::Equal,
+        CompareTarget::Version,
+        TargetUnion::Version(1),
+    );
     all_version_1.range_end = b"d".to_vec();
     assert!(!txn_outcome(&mut harness, all_version_1.clone()));
     all_version_1.key = b"b".to_vec();
@@ -652,14 +1134,27 @@ fn txn_compare_with_range_end_needs_every_key_to_match() {
 fn txn_target_union_of_another_kind_compares_with_zero() {
     let mut harness = abc_store();
     // MOD compared against a VERSION operand: etcd compares mod_revision with 0.
-    assert!(txn_outcome(&mut harness, compare("a", CompareResult::Greater, CompareTarget::Mod, TargetUnion::Version(100))));
+    assert!(txn_outcome(
+        &mut harness,
+        compare(
+            "a",
+            CompareResult::Greater,
+            CompareTarget::Mod,
+            TargetUnion::Version(100)
+        )
+    ));
 }
 
 #[test]
 fn txn_runs_success_or_failure_branch() {
     let mut harness = abc_store();
     let request = |expected: i64| TxnRequest {
-        compare: vec![compare("a", CompareResult::Equal, CompareTarget::Mod, TargetUnion::ModRevision(expected))],
+        compare: vec![compare(
+            "a",
+            CompareResult::Equal,
+            CompareTarget::Mod,
+            TargetUnion::ModRevision(expected),
+        )],
         success: vec![put_op("s", "yes")],
         failure: vec![put_op("f", "no"), range_op("a")],
     };
@@ -684,7 +1179,11 @@ fn txn_is_one_revision_with_sub_revisions_in_op_order() {
     let (response, outcome) = harness.txn(request).expect("txn");
     assert_eq!(outcome.revision, 6);
     assert_eq!(response.header, only_header(6));
-    let kinds: Vec<_> = outcome.events.iter().map(|event| (event.r#type, event.kv.as_ref().map(|kv| kv.key.clone()))).collect();
+    let kinds: Vec<_> = outcome
+        .events
+        .iter()
+        .map(|event| (event.r#type, event.kv.as_ref().map(|kv| kv.key.clone())))
+        .collect();
     assert_eq!(
         kinds,
         [
@@ -693,8 +1192,19 @@ fn txn_is_one_revision_with_sub_revisions_in_op_order() {
             (EventType::Put as i32, Some(b"y".to_vec())),
         ]
     );
-    let rows: Vec<_> = harness.kv_row_revisions().into_iter().filter(|(rev, _)| rev.main == 6).collect();
-    assert_eq!(rows, [(Revision::new(6, 0), false), (Revision::new(6, 1), true), (Revision::new(6, 2), false)]);
+    let rows: Vec<_> = harness
+        .kv_row_revisions()
+        .into_iter()
+        .filter(|(rev, _)| rev.main == 6)
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (Revision::new(6, 0), false),
+            (Revision::new(6, 1), true),
+            (Revision::new(6, 2), false)
+        ]
+    );
 }
 
 #[test]
@@ -702,11 +1212,21 @@ fn txn_reads_see_its_own_earlier_writes() {
     let mut harness = abc_store();
     let request = TxnRequest {
         compare: vec![],
-        success: vec![range_op("a"), put_op("a", "new"), range_op("a"), delete_op("b", ""), range_op("b")],
+        success: vec![
+            range_op("a"),
+            put_op("a", "new"),
+            range_op("a"),
+            delete_op("b", ""),
+            range_op("b"),
+        ],
         failure: vec![],
     };
     let (response, _) = harness.txn(request).expect("txn");
-    let ops: Vec<_> = response.responses.iter().map(|op| op.response.clone().expect("response")).collect();
+    let ops: Vec<_> = response
+        .responses
+        .iter()
+        .map(|op| op.response.clone().expect("response"))
+        .collect();
     let before = range_response(&ops[0]);
     assert_eq!(before.kvs[0].value, b"4");
     assert_eq!(before.header, only_header(5));
@@ -734,11 +1254,20 @@ fn txn_compares_see_the_state_before_the_txn_even_when_nested() {
     let mut harness = abc_store();
     // The nested compare runs after the outer put in op order, but sees the state before it.
     let nested = TxnRequest {
-        compare: vec![compare("a", CompareResult::Equal, CompareTarget::Value, TargetUnion::Value(b"4".to_vec()))],
+        compare: vec![compare(
+            "a",
+            CompareResult::Equal,
+            CompareTarget::Value,
+            TargetUnion::Value(b"4".to_vec()),
+        )],
         success: vec![put_op("seen-old", "1")],
         failure: vec![put_op("seen-new", "1")],
     };
-    let request = TxnRequest { compare: vec![], success: vec![put_op("a", "5"), txn_op(nested)], failure: vec![] };
+    let request = TxnRequest {
+        compare: vec![],
+        success: vec![put_op("a", "5"), txn_op(nested)],
+        failure: vec![],
+    };
     harness.txn(request).expect("txn");
     assert!(harness.get("seen-old").is_some());
     assert!(harness.get("seen-new").is_none());
@@ -748,11 +1277,20 @@ fn txn_compares_see_the_state_before_the_txn_even_when_nested() {
 fn nested_txn_runs_its_branch_with_an_empty_header() {
     let mut harness = abc_store();
     let nested = TxnRequest {
-        compare: vec![compare("zz", CompareResult::Greater, CompareTarget::Version, TargetUnion::Version(0))],
+        compare: vec![compare(
+            "zz",
+            CompareResult::Greater,
+            CompareTarget::Version,
+            TargetUnion::Version(0),
+        )],
         success: vec![put_op("then", "1")],
         failure: vec![put_op("else", "1"), range_op("a")],
     };
-    let request = TxnRequest { compare: vec![], success: vec![txn_op(nested), put_op("outer", "1")], failure: vec![] };
+    let request = TxnRequest {
+        compare: vec![],
+        success: vec![txn_op(nested), put_op("outer", "1")],
+        failure: vec![],
+    };
     let (response, outcome) = harness.txn(request).expect("txn");
     assert_eq!(outcome.revision, 6);
     match &response.responses[0].response {
@@ -763,20 +1301,35 @@ fn nested_txn_runs_its_branch_with_an_empty_header() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert!(harness.get("else").is_some() && harness.get("then").is_none() && harness.get("outer").is_some());
+    assert!(
+        harness.get("else").is_some()
+            && harness.get("then").is_none()
+            && harness.get("outer").is_some()
+    );
     assert_eq!(harness.get("outer").expect("outer").mod_revision, 6);
 }
 
 #[test]
 fn txn_with_a_failing_put_changes_nothing() {
     let mut harness = abc_store();
-    let leased = PutRequest { lease: 3, ..put_request("leased", "v") };
+    let leased = PutRequest {
+        lease: 3,
+        ..put_request("leased", "v")
+    };
     let request = TxnRequest {
         compare: vec![],
-        success: vec![put_op("x", "1"), RequestOp { request: Some(request_op::Request::RequestPut(leased)) }],
+        success: vec![
+            put_op("x", "1"),
+            RequestOp {
+                request: Some(request_op::Request::RequestPut(leased)),
+            },
+        ],
         failure: vec![],
     };
-    assert_eq!(harness.txn(request).map(|(response, _)| response), Err(EtcdError::LeaseNotFound));
+    assert_eq!(
+        harness.txn(request).map(|(response, _)| response),
+        Err(EtcdError::LeaseNotFound)
+    );
     assert!(harness.get("x").is_none());
     assert_eq!(harness.store.current_revision(), 5);
 }
@@ -784,13 +1337,22 @@ fn txn_with_a_failing_put_changes_nothing() {
 #[test]
 fn txn_put_ignore_value_on_a_key_missing_before_the_txn_is_key_not_found() {
     let mut harness = abc_store();
-    let ignore = PutRequest { key: b"zz".to_vec(), ignore_value: true, ..Default::default() };
+    let ignore = PutRequest {
+        key: b"zz".to_vec(),
+        ignore_value: true,
+        ..Default::default()
+    };
     let request = TxnRequest {
         compare: vec![],
-        success: vec![RequestOp { request: Some(request_op::Request::RequestPut(ignore)) }],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(ignore)),
+        }],
         failure: vec![],
     };
-    assert_eq!(harness.txn(request).map(|(response, _)| response), Err(EtcdError::KeyNotFound));
+    assert_eq!(
+        harness.txn(request).map(|(response, _)| response),
+        Err(EtcdError::KeyNotFound)
+    );
 }
 
 #[test]
@@ -801,13 +1363,28 @@ fn txn_range_revisions_are_checked_before_running() {
         compare: vec![],
         success: vec![
             put_op("x", "1"),
-            RequestOp { request: Some(request_op::Request::RequestRange(RangeRequest { revision, ..all_keys() })) },
+            RequestOp {
+                request: Some(request_op::Request::RequestRange(RangeRequest {
+                    revision,
+                    ..all_keys()
+                })),
+            },
         ],
         failure: vec![],
     };
-    assert_eq!(harness.txn(at(6)).map(|(r, _)| r), Err(EtcdError::FutureRevision));
-    assert_eq!(harness.txn(at(2)).map(|(r, _)| r), Err(EtcdError::Compacted));
-    assert_eq!(harness.txn(at(-1)).map(|(r, _)| r), Err(EtcdError::Compacted), "etcd: a negative revision is below the compacted one");
+    assert_eq!(
+        harness.txn(at(6)).map(|(r, _)| r),
+        Err(EtcdError::FutureRevision)
+    );
+    assert_eq!(
+        harness.txn(at(2)).map(|(r, _)| r),
+        Err(EtcdError::Compacted)
+    );
+    assert_eq!(
+        harness.txn(at(-1)).map(|(r, _)| r),
+        Err(EtcdError::Compacted),
+        "etcd: a negative revision is below the compacted one"
+    );
     assert!(harness.get("x").is_none());
     let (response, _) = harness.txn(at(3)).expect("txn at the compacted revision");
     let range = range_response(response.responses[1].response.as_ref().expect("range"));
@@ -832,9 +1409,22 @@ fn compaction_removes_old_rows_physically() {
         Some(CommandResponse::Compaction(response)) => assert_eq!(response.header, only_header(6)),
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(harness.kv_row_revisions(), [(Revision::new(3, 0), false), (Revision::new(6, 0), false)]);
+    assert_eq!(
+        harness.kv_row_revisions(),
+        [(Revision::new(3, 0), false), (Revision::new(6, 0), false)]
+    );
     assert_eq!(harness.store.compact_revision(), 5);
-    assert_eq!(keys_of(&harness.range(RangeRequest { revision: 5, ..all_keys() }).expect("range")), ["a"]);
+    assert_eq!(
+        keys_of(
+            &harness
+                .range(RangeRequest {
+                    revision: 5,
+                    ..all_keys()
+                })
+                .expect("range")
+        ),
+        ["a"]
+    );
 }
 
 #[test]
@@ -844,8 +1434,21 @@ fn compaction_keeps_a_tombstone_above_its_revision() {
     harness.put("a", "2"); // 3
     harness.delete("a", ""); // 4
     harness.compact(3).expect("compact");
-    assert_eq!(harness.kv_row_revisions(), [(Revision::new(3, 0), false), (Revision::new(4, 0), true)]);
-    assert_eq!(harness.range(RangeRequest { revision: 3, ..all_keys() }).expect("range").kvs[0].value, b"2");
+    assert_eq!(
+        harness.kv_row_revisions(),
+        [(Revision::new(3, 0), false), (Revision::new(4, 0), true)]
+    );
+    assert_eq!(
+        harness
+            .range(RangeRequest {
+                revision: 3,
+                ..all_keys()
+            })
+            .expect("range")
+            .kvs[0]
+            .value,
+        b"2"
+    );
 }
 
 #[test]
@@ -892,7 +1495,11 @@ fn reopen_rebuilds_identical_state() {
         harness.delete("b", "");
         let request = TxnRequest {
             compare: vec![],
-            success: vec![put_op("t", "x"), delete_op("c", "d"), put_op("u", &round.to_string())],
+            success: vec![
+                put_op("t", "x"),
+                delete_op("c", "d"),
+                put_op("u", &round.to_string()),
+            ],
             failure: vec![],
         };
         harness.txn(request).expect("txn");
@@ -901,8 +1508,11 @@ fn reopen_rebuilds_identical_state() {
     harness.put("e", "1");
     harness.compact(20).expect("compact");
     let index = harness.store.tree_index().clone();
-    let (current, compacted, consistent) =
-        (harness.store.current_revision(), harness.store.compact_revision(), harness.store.consistent_index());
+    let (current, compacted, consistent) = (
+        harness.store.current_revision(),
+        harness.store.compact_revision(),
+        harness.store.consistent_index(),
+    );
     harness.reopen();
     assert_eq!(harness.store.tree_index(), &index);
     assert_eq!(harness.store.current_revision(), current);
@@ -931,10 +1541,29 @@ fn open_finishes_a_scheduled_compaction() {
     harness.engine.write(batch, false).expect("write");
     harness.reopen();
     assert_eq!(harness.store.compact_revision(), 5);
-    assert_eq!(harness.range(RangeRequest { revision: 4, ..all_keys() }), Err(EtcdError::Compacted));
-    let rows: Vec<_> = harness.kv_row_revisions().into_iter().map(|(rev, _)| rev.main).collect();
-    assert_eq!(rows, [3, 4, 5], "the row of a's first version (2) is compacted away");
-    assert_eq!(meta::read(harness.engine.as_ref()).expect("meta").finished_compact_revision, Some(5));
+    assert_eq!(
+        harness.range(RangeRequest {
+            revision: 4,
+            ..all_keys()
+        }),
+        Err(EtcdError::Compacted)
+    );
+    let rows: Vec<_> = harness
+        .kv_row_revisions()
+        .into_iter()
+        .map(|(rev, _)| rev.main)
+        .collect();
+    assert_eq!(
+        rows,
+        [3, 4, 5],
+        "the row of a's first version (2) is compacted away"
+    );
+    assert_eq!(
+        meta::read(harness.engine.as_ref())
+            .expect("meta")
+            .finished_compact_revision,
+        Some(5)
+    );
 }
 
 #[test]
@@ -943,7 +1572,9 @@ fn open_names_an_undecodable_row() {
     let mut batch = WriteBatch::new();
     batch.put(Table::Kv, b"short".to_vec(), b"x".to_vec());
     harness.engine.write(batch, false).expect("write");
-    let err = MvccStore::open(harness.engine.clone()).err().expect("open fails");
+    let err = MvccStore::open(harness.engine.clone())
+        .err()
+        .expect("open fails");
     assert!(err.to_string().contains("73686f7274"), "{err}");
 }
 
@@ -951,10 +1582,19 @@ fn open_names_an_undecodable_row() {
 fn open_names_a_row_with_an_undecodable_value() {
     let harness = abc_store();
     let mut batch = WriteBatch::new();
-    batch.put(Table::Kv, Revision::new(5, 1).to_key().to_vec(), vec![0xff, 0xff]);
+    batch.put(
+        Table::Kv,
+        Revision::new(5, 1).to_key().to_vec(),
+        vec![0xff, 0xff],
+    );
     harness.engine.write(batch, false).expect("write");
-    let err = MvccStore::open(harness.engine.clone()).err().expect("open fails");
-    assert!(err.to_string().contains("decoding kv row 0000000000000005"), "{err}");
+    let err = MvccStore::open(harness.engine.clone())
+        .err()
+        .expect("open fails");
+    assert!(
+        err.to_string().contains("decoding kv row 0000000000000005"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -963,6 +1603,8 @@ fn open_refuses_meta_of_the_wrong_length() {
     let mut batch = WriteBatch::new();
     batch.put(Table::Meta, meta::CONSISTENT_INDEX.to_vec(), vec![1, 2, 3]);
     harness.engine.write(batch, false).expect("write");
-    let err = MvccStore::open(harness.engine.clone()).err().expect("open fails");
+    let err = MvccStore::open(harness.engine.clone())
+        .err()
+        .expect("open fails");
     assert!(err.to_string().contains("consistent_index"), "{err}");
 }

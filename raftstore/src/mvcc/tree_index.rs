@@ -85,7 +85,11 @@ impl TreeIndex {
     }
 
     /// The indexed keys in `[key, end)` (see the module doc for `end`), in key order.
-    pub fn range<'a>(&'a self, key: &'a [u8], end: Option<&'a [u8]>) -> btree_map::Range<'a, Vec<u8>, KeyIndex> {
+    pub fn range<'a>(
+        &'a self,
+        key: &'a [u8],
+        end: Option<&'a [u8]>,
+    ) -> btree_map::Range<'a, Vec<u8>, KeyIndex> {
         let bounds: (Bound<&[u8]>, Bound<&[u8]>) = match end {
             None => (Bound::Included(key), Bound::Included(key)),
             Some([]) => (Bound::Included(key), Bound::Unbounded),
@@ -108,7 +112,13 @@ impl TreeIndex {
 
     /// The revisions a read of the range at `at_rev` returns — at most `limit` of them when
     /// `limit > 0` — and how many keys exist in the range then, ignoring the limit.
-    pub fn revisions(&self, key: &[u8], end: Option<&[u8]>, at_rev: i64, limit: usize) -> (Vec<Revision>, usize) {
+    pub fn revisions(
+        &self,
+        key: &[u8],
+        end: Option<&[u8]>,
+        at_rev: i64,
+        limit: usize,
+    ) -> (Vec<Revision>, usize) {
         let mut revisions = Vec::new();
         let mut total = 0;
         for (_, seen) in self.range_at(key, end, at_rev) {
@@ -157,7 +167,9 @@ mod tests {
     fn index_of(keys: &[(&str, i64)]) -> TreeIndex {
         let mut index = TreeIndex::new();
         for (key, main) in keys {
-            index.put(key.as_bytes(), rev(*main)).expect("increasing revisions");
+            index
+                .put(key.as_bytes(), rev(*main))
+                .expect("increasing revisions");
         }
         index
     }

@@ -45,7 +45,11 @@ impl Change {
     }
 
     pub fn into_event(self) -> Event {
-        Event { r#type: self.kind as i32, kv: Some(self.kv), prev_kv: self.prev }
+        Event {
+            r#type: self.kind as i32,
+            kv: Some(self.kv),
+            prev_kv: self.prev,
+        }
     }
 }
 
@@ -67,7 +71,12 @@ pub(super) struct WriteTxn<'a> {
 impl<'a> WriteTxn<'a> {
     /// A write on a store whose current revision is `begin`.
     pub fn new(index: &'a mut TreeIndex, engine: &'a dyn ReadView, begin: i64) -> Self {
-        Self { index, engine, begin, changes: Vec::new() }
+        Self {
+            index,
+            engine,
+            begin,
+            changes: Vec::new(),
+        }
     }
 
     pub fn into_changes(self) -> Vec<Change> {
@@ -75,7 +84,12 @@ impl<'a> WriteTxn<'a> {
     }
 
     fn reader(&self) -> Reader<'_> {
-        Reader { index: &*self.index, engine: self.engine, pending: &self.changes, pending_main: self.begin + 1 }
+        Reader {
+            index: &*self.index,
+            engine: self.engine,
+            pending: &self.changes,
+            pending_main: self.begin + 1,
+        }
     }
 
     /// The revision reads see now: `begin`, or `begin + 1` once this write changed something.
@@ -94,7 +108,11 @@ impl<'a> WriteTxn<'a> {
     /// A Range inside the write; its revision was checked by [`check_txn_ranges`].
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StorageError> {
         let current = self.read_revision();
-        let at_rev = if req.revision <= 0 { current } else { req.revision };
+        let at_rev = if req.revision <= 0 {
+            current
+        } else {
+            req.revision
+        };
         self.reader().range(req, at_rev, current)
     }
 
@@ -104,7 +122,11 @@ impl<'a> WriteTxn<'a> {
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, StorageError> {
         let rev = self.next_revision();
         let (prev, created, version) = match self.index.get(&req.key, rev.main) {
-            Some(seen) => (Some(self.reader().fetch(seen.modified)?), seen.created, seen.version),
+            Some(seen) => (
+                Some(self.reader().fetch(seen.modified)?),
+                seen.created,
+                seen.version,
+            ),
             None => (None, rev.main, 0),
         };
         let value = if req.ignore_value {
@@ -112,8 +134,14 @@ impl<'a> WriteTxn<'a> {
         } else {
             req.value.clone()
         };
-        let lease = if req.ignore_lease { prev.as_ref().map_or(0, |kv| kv.lease) } else { req.lease };
-        self.index.put(&req.key, rev).map_err(|err| index_failure(&req.key, err))?;
+        let lease = if req.ignore_lease {
+            prev.as_ref().map_or(0, |kv| kv.lease)
+        } else {
+            req.lease
+        };
+        self.index
+            .put(&req.key, rev)
+            .map_err(|err| index_failure(&req.key, err))?;
         let kv = KeyValue {
             key: req.key.clone(),
             create_revision: created,
@@ -126,12 +154,19 @@ impl<'a> WriteTxn<'a> {
             header: header(rev.main),
             prev_kv: if req.prev_kv { prev.clone() } else { None },
         };
-        self.changes.push(Change { kind: EventType::Put, kv, prev });
+        self.changes.push(Change {
+            kind: EventType::Put,
+            kv,
+            prev,
+        });
         Ok(response)
     }
 
     /// A DeleteRange: tombstones every key of the range that exists now.
-    pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, StorageError> {
+    pub fn delete_range(
+        &mut self,
+        req: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, StorageError> {
         let at_rev = self.read_revision();
         let doomed: Vec<(Vec<u8>, Revision)> = self
             .index
@@ -143,14 +178,28 @@ impl<'a> WriteTxn<'a> {
         for (key, modified) in doomed {
             let prev = self.reader().fetch(modified)?;
             let rev = self.next_revision();
-            self.index.tombstone(&key, rev).map_err(|err| index_failure(&key, err))?;
+            self.index
+                .tombstone(&key, rev)
+                .map_err(|err| index_failure(&key, err))?;
             if req.prev_kv {
                 prev_kvs.push(prev.clone());
             }
-            let kv = KeyValue { key, mod_revision: rev.main, ..Default::default() };
-            self.changes.push(Change { kind: EventType::Delete, kv, prev: Some(prev) });
+            let kv = KeyValue {
+                key,
+                mod_revision: rev.main,
+                ..Default::default()
+            };
+            self.changes.push(Change {
+                kind: EventType::Delete,
+                kv,
+                prev: Some(prev),
+            });
         }
-        Ok(DeleteRangeResponse { header: header(self.read_revision()), deleted, prev_kvs })
+        Ok(DeleteRangeResponse {
+            header: header(self.read_revision()),
+            deleted,
+            prev_kvs,
+        })
     }
 
     /// Runs `req` along `path` (from [`txn_path`], checked). The top-level header is left for
@@ -160,10 +209,21 @@ impl<'a> WriteTxn<'a> {
         self.txn_at(req, path, &mut cursor)
     }
 
-    fn txn_at(&mut self, req: &TxnRequest, path: &[bool], cursor: &mut usize) -> Result<TxnResponse, StorageError> {
-        let succeeded = *path.get(*cursor).expect("the txn path has an entry for every txn on the taken branches");
+    fn txn_at(
+        &mut self,
+        req: &TxnRequest,
+        path: &[bool],
+        cursor: &mut usize,
+    ) -> Result<TxnResponse, StorageError> {
+        let succeeded = *path
+            .get(*cursor)
+            .expect("the txn path has an entry for every txn on the taken branches");
         *cursor += 1;
-        let ops = if succeeded { &req.success } else { &req.failure };
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.request {
@@ -173,29 +233,42 @@ impl<'a> WriteTxn<'a> {
                 Some(request_op::Request::RequestPut(put)) => {
                     Some(response_op::Response::ResponsePut(self.put(put)?))
                 }
-                Some(request_op::Request::RequestDeleteRange(delete)) => {
-                    Some(response_op::Response::ResponseDeleteRange(self.delete_range(delete)?))
-                }
-                Some(request_op::Request::RequestTxn(nested)) => {
-                    Some(response_op::Response::ResponseTxn(self.txn_at(nested, path, cursor)?))
-                }
+                Some(request_op::Request::RequestDeleteRange(delete)) => Some(
+                    response_op::Response::ResponseDeleteRange(self.delete_range(delete)?),
+                ),
+                Some(request_op::Request::RequestTxn(nested)) => Some(
+                    response_op::Response::ResponseTxn(self.txn_at(nested, path, cursor)?),
+                ),
                 None => None,
             };
             responses.push(ResponseOp { response });
         }
-        Ok(TxnResponse { header: Some(ResponseHeader::default()), succeeded, responses })
+        Ok(TxnResponse {
+            header: Some(ResponseHeader::default()),
+            succeeded,
+            responses,
+        })
     }
 }
 
 /// Evaluates the compares of `req` and of every nested Txn on the branches taken, all against
 /// the state `reader` sees at `at_rev`; returns the outcomes in depth-first order.
-pub(super) fn txn_path(reader: &Reader<'_>, req: &TxnRequest, at_rev: i64) -> Result<Vec<bool>, StorageError> {
+pub(super) fn txn_path(
+    reader: &Reader<'_>,
+    req: &TxnRequest,
+    at_rev: i64,
+) -> Result<Vec<bool>, StorageError> {
     let mut path = Vec::new();
     push_path(reader, req, at_rev, &mut path)?;
     Ok(path)
 }
 
-fn push_path(reader: &Reader<'_>, req: &TxnRequest, at_rev: i64, path: &mut Vec<bool>) -> Result<(), StorageError> {
+fn push_path(
+    reader: &Reader<'_>,
+    req: &TxnRequest,
+    at_rev: i64,
+    path: &mut Vec<bool>,
+) -> Result<(), StorageError> {
     let mut succeeded = true;
     for compare in &req.compare {
         if !reader.compare(compare, at_rev)? {
@@ -204,7 +277,11 @@ fn push_path(reader: &Reader<'_>, req: &TxnRequest, at_rev: i64, path: &mut Vec<
         }
     }
     path.push(succeeded);
-    for op in if succeeded { &req.success } else { &req.failure } {
+    for op in if succeeded {
+        &req.success
+    } else {
+        &req.failure
+    } {
         if let Some(request_op::Request::RequestTxn(nested)) = &op.request {
             push_path(reader, nested, at_rev, path)?;
         }
@@ -219,11 +296,19 @@ fn visit_taken_ops<E>(
     cursor: &mut usize,
     visit: &mut dyn FnMut(&RequestOp) -> Result<(), E>,
 ) -> Result<(), E> {
-    let succeeded = *path.get(*cursor).expect("the txn path has an entry for every txn on the taken branches");
+    let succeeded = *path
+        .get(*cursor)
+        .expect("the txn path has an entry for every txn on the taken branches");
     *cursor += 1;
-    for op in if succeeded { &req.success } else { &req.failure } {
+    for op in if succeeded {
+        &req.success
+    } else {
+        &req.failure
+    } {
         match &op.request {
-            Some(request_op::Request::RequestTxn(nested)) => visit_taken_ops(nested, path, cursor, visit)?,
+            Some(request_op::Request::RequestTxn(nested)) => {
+                visit_taken_ops(nested, path, cursor, visit)?
+            }
             _ => visit(op)?,
         }
     }
@@ -258,7 +343,12 @@ pub(super) fn check_txn_puts(
 /// etcd's `checkRange` over the taken branches: a range at a revision above `current` is a
 /// future revision, one below `compacted` (etcd's compact revision, -1 when never compacted) is
 /// compacted; revision 0 always passes.
-pub(super) fn check_txn_ranges(req: &TxnRequest, path: &[bool], current: i64, compacted: i64) -> Result<(), EtcdError> {
+pub(super) fn check_txn_ranges(
+    req: &TxnRequest,
+    path: &[bool],
+    current: i64,
+    compacted: i64,
+) -> Result<(), EtcdError> {
     let mut cursor = 0;
     visit_taken_ops(req, path, &mut cursor, &mut |op| {
         let Some(request_op::Request::RequestRange(range)) = &op.request else {

@@ -20,13 +20,17 @@ use std::ops::Bound;
 
 use crate::error::EtcdError;
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
-use crate::pb::etcdserverpb::{request_op, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use crate::pb::etcdserverpb::{
+    request_op, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
 
 pub fn check_range(req: &RangeRequest) -> Result<(), EtcdError> {
     if req.key.is_empty() {
         return Err(EtcdError::EmptyKey);
     }
-    if SortOrder::try_from(req.sort_order).is_err() || SortTarget::try_from(req.sort_target).is_err() {
+    if SortOrder::try_from(req.sort_order).is_err()
+        || SortTarget::try_from(req.sort_target).is_err()
+    {
         return Err(EtcdError::InvalidSortOption);
     }
     Ok(())
@@ -60,7 +64,11 @@ pub fn check_txn(req: &TxnRequest, max_txn_ops: usize) -> Result<(), EtcdError> 
 }
 
 fn check_txn_request(req: &TxnRequest, max_txn_ops: usize) -> Result<(), EtcdError> {
-    let largest = req.compare.len().max(req.success.len()).max(req.failure.len());
+    let largest = req
+        .compare
+        .len()
+        .max(req.success.len())
+        .max(req.failure.len());
     if largest > max_txn_ops {
         return Err(EtcdError::TooManyOps);
     }
@@ -167,7 +175,10 @@ impl DeletedRanges {
         loop {
             let next = self
                 .intervals
-                .range::<[u8], _>((Bound::Included(begin.as_slice()), Bound::Included(end.as_slice())))
+                .range::<[u8], _>((
+                    Bound::Included(begin.as_slice()),
+                    Bound::Included(end.as_slice()),
+                ))
                 .next()
                 .map(|(next_begin, _)| next_begin.clone());
             let Some(next_begin) = next else {
@@ -213,72 +224,131 @@ mod tests {
 
     fn delete(key: &str, range_end: &str) -> RequestOp {
         RequestOp {
-            request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-                key: key.into(),
-                range_end: range_end.into(),
-                ..Default::default()
-            })),
+            request: Some(request_op::Request::RequestDeleteRange(
+                DeleteRangeRequest {
+                    key: key.into(),
+                    range_end: range_end.into(),
+                    ..Default::default()
+                },
+            )),
         }
     }
 
     fn range(key: &str) -> RequestOp {
         RequestOp {
-            request: Some(request_op::Request::RequestRange(RangeRequest { key: key.into(), ..Default::default() })),
+            request: Some(request_op::Request::RequestRange(RangeRequest {
+                key: key.into(),
+                ..Default::default()
+            })),
         }
     }
 
     fn nested(success: Vec<RequestOp>, failure: Vec<RequestOp>) -> RequestOp {
         RequestOp {
-            request: Some(request_op::Request::RequestTxn(TxnRequest { compare: vec![], success, failure })),
+            request: Some(request_op::Request::RequestTxn(TxnRequest {
+                compare: vec![],
+                success,
+                failure,
+            })),
         }
     }
 
     fn txn(success: Vec<RequestOp>) -> TxnRequest {
-        TxnRequest { compare: vec![], success, failure: vec![] }
+        TxnRequest {
+            compare: vec![],
+            success,
+            failure: vec![],
+        }
     }
 
     fn compare(key: &str) -> Compare {
-        Compare { key: key.into(), ..Default::default() }
+        Compare {
+            key: key.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn range_without_key_is_refused() {
-        assert_eq!(check_range(&RangeRequest::default()), Err(EtcdError::EmptyKey));
+        assert_eq!(
+            check_range(&RangeRequest::default()),
+            Err(EtcdError::EmptyKey)
+        );
     }
 
     #[test]
     fn range_with_unknown_sort_order_or_target_is_refused() {
-        let order = RangeRequest { key: b"k".to_vec(), sort_order: 3, ..Default::default() };
+        let order = RangeRequest {
+            key: b"k".to_vec(),
+            sort_order: 3,
+            ..Default::default()
+        };
         assert_eq!(check_range(&order), Err(EtcdError::InvalidSortOption));
-        let target = RangeRequest { key: b"k".to_vec(), sort_target: 5, ..Default::default() };
+        let target = RangeRequest {
+            key: b"k".to_vec(),
+            sort_target: 5,
+            ..Default::default()
+        };
         assert_eq!(check_range(&target), Err(EtcdError::InvalidSortOption));
-        let known = RangeRequest { key: b"k".to_vec(), sort_order: 2, sort_target: 4, ..Default::default() };
+        let known = RangeRequest {
+            key: b"k".to_vec(),
+            sort_order: 2,
+            sort_target: 4,
+            ..Default::default()
+        };
         assert_eq!(check_range(&known), Ok(()));
     }
 
     #[test]
     fn put_checks_key_value_and_lease_flags() {
         assert_eq!(check_put(&PutRequest::default()), Err(EtcdError::EmptyKey));
-        let with_value = PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ignore_value: true, ..Default::default() };
+        let with_value = PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ignore_value: true,
+            ..Default::default()
+        };
         assert_eq!(check_put(&with_value), Err(EtcdError::ValueProvided));
-        let with_lease = PutRequest { key: b"k".to_vec(), lease: 7, ignore_lease: true, ..Default::default() };
+        let with_lease = PutRequest {
+            key: b"k".to_vec(),
+            lease: 7,
+            ignore_lease: true,
+            ..Default::default()
+        };
         assert_eq!(check_put(&with_lease), Err(EtcdError::LeaseProvided));
-        let plain_flags = PutRequest { key: b"k".to_vec(), ignore_value: true, ignore_lease: true, ..Default::default() };
+        let plain_flags = PutRequest {
+            key: b"k".to_vec(),
+            ignore_value: true,
+            ignore_lease: true,
+            ..Default::default()
+        };
         assert_eq!(check_put(&plain_flags), Ok(()));
     }
 
     #[test]
     fn delete_range_without_key_is_refused() {
-        assert_eq!(check_delete_range(&DeleteRangeRequest::default()), Err(EtcdError::EmptyKey));
+        assert_eq!(
+            check_delete_range(&DeleteRangeRequest::default()),
+            Err(EtcdError::EmptyKey)
+        );
     }
 
     #[test]
     fn txn_with_more_ops_than_allowed_is_refused() {
         let ops: Vec<RequestOp> = (0..=MAX_OPS).map(|i| range(&format!("k{i}"))).collect();
-        assert_eq!(check_txn(&txn(ops.clone()), MAX_OPS), Err(EtcdError::TooManyOps));
-        let failure = TxnRequest { failure: ops, ..Default::default() };
+        assert_eq!(
+            check_txn(&txn(ops.clone()), MAX_OPS),
+            Err(EtcdError::TooManyOps)
+        );
+        let failure = TxnRequest {
+            failure: ops,
+            ..Default::default()
+        };
         assert_eq!(check_txn(&failure, MAX_OPS), Err(EtcdError::TooManyOps));
-        let compares = TxnRequest { compare: (0..=MAX_OPS).map(|_| compare("k")).collect(), ..Default::default() };
+        let compares = TxnRequest {
+            compare: (0..=MAX_OPS).map(|_| compare("k")).collect(),
+            ..Default::default()
+        };
         assert_eq!(check_txn(&compares, MAX_OPS), Err(EtcdError::TooManyOps));
         let exactly: Vec<RequestOp> = (0..MAX_OPS).map(|i| range(&format!("k{i}"))).collect();
         assert_eq!(check_txn(&txn(exactly), MAX_OPS), Ok(()));
@@ -287,61 +357,117 @@ mod tests {
     #[test]
     fn nested_txn_gets_the_budget_its_parent_left() {
         // The parent uses 2 of 4: a nested txn may hold 2 ops but not 3.
-        let fits = txn(vec![nested(vec![range("a"), range("b")], vec![]), range("c")]);
+        let fits = txn(vec![
+            nested(vec![range("a"), range("b")], vec![]),
+            range("c"),
+        ]);
         assert_eq!(check_txn(&fits, 4), Ok(()));
-        let too_big = txn(vec![nested(vec![range("a"), range("b"), range("d")], vec![]), range("c")]);
+        let too_big = txn(vec![
+            nested(vec![range("a"), range("b"), range("d")], vec![]),
+            range("c"),
+        ]);
         assert_eq!(check_txn(&too_big, 4), Err(EtcdError::TooManyOps));
     }
 
     #[test]
     fn txn_compare_without_key_is_refused() {
-        let request = TxnRequest { compare: vec![compare("")], ..Default::default() };
+        let request = TxnRequest {
+            compare: vec![compare("")],
+            ..Default::default()
+        };
         assert_eq!(check_txn(&request, MAX_OPS), Err(EtcdError::EmptyKey));
     }
 
     #[test]
     fn txn_ops_are_checked_recursively() {
-        let bad_put = PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ignore_value: true, ..Default::default() };
-        let op = RequestOp { request: Some(request_op::Request::RequestPut(bad_put)) };
-        assert_eq!(check_txn(&txn(vec![nested(vec![], vec![op])]), MAX_OPS), Err(EtcdError::ValueProvided));
-        assert_eq!(check_txn(&txn(vec![nested(vec![range("")], vec![])]), MAX_OPS), Err(EtcdError::EmptyKey));
+        let bad_put = PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ignore_value: true,
+            ..Default::default()
+        };
+        let op = RequestOp {
+            request: Some(request_op::Request::RequestPut(bad_put)),
+        };
+        assert_eq!(
+            check_txn(&txn(vec![nested(vec![], vec![op])]), MAX_OPS),
+            Err(EtcdError::ValueProvided)
+        );
+        assert_eq!(
+            check_txn(&txn(vec![nested(vec![range("")], vec![])]), MAX_OPS),
+            Err(EtcdError::EmptyKey)
+        );
     }
 
     #[test]
     fn txn_op_without_request_is_key_not_found() {
         let empty = RequestOp { request: None };
-        assert_eq!(check_txn(&txn(vec![empty]), MAX_OPS), Err(EtcdError::KeyNotFound));
+        assert_eq!(
+            check_txn(&txn(vec![empty]), MAX_OPS),
+            Err(EtcdError::KeyNotFound)
+        );
     }
 
     #[test]
     fn same_key_put_twice_in_a_branch_is_duplicate() {
-        assert_eq!(check_txn(&txn(vec![put("a"), put("a")]), MAX_OPS), Err(EtcdError::DuplicateKey));
+        assert_eq!(
+            check_txn(&txn(vec![put("a"), put("a")]), MAX_OPS),
+            Err(EtcdError::DuplicateKey)
+        );
     }
 
     #[test]
     fn same_key_in_success_and_failure_is_allowed() {
-        let request = TxnRequest { compare: vec![], success: vec![put("a")], failure: vec![put("a")] };
+        let request = TxnRequest {
+            compare: vec![],
+            success: vec![put("a")],
+            failure: vec![put("a")],
+        };
         assert_eq!(check_txn(&request, MAX_OPS), Ok(()));
     }
 
     #[test]
     fn put_inside_a_deleted_range_is_duplicate() {
-        assert_eq!(check_txn(&txn(vec![delete("a", "c"), put("b")]), MAX_OPS), Err(EtcdError::DuplicateKey));
-        assert_eq!(check_txn(&txn(vec![put("b"), delete("a", "c")]), MAX_OPS), Err(EtcdError::DuplicateKey));
-        assert_eq!(check_txn(&txn(vec![delete("b", ""), put("b")]), MAX_OPS), Err(EtcdError::DuplicateKey));
+        assert_eq!(
+            check_txn(&txn(vec![delete("a", "c"), put("b")]), MAX_OPS),
+            Err(EtcdError::DuplicateKey)
+        );
+        assert_eq!(
+            check_txn(&txn(vec![put("b"), delete("a", "c")]), MAX_OPS),
+            Err(EtcdError::DuplicateKey)
+        );
+        assert_eq!(
+            check_txn(&txn(vec![delete("b", ""), put("b")]), MAX_OPS),
+            Err(EtcdError::DuplicateKey)
+        );
     }
 
     #[test]
     fn put_outside_a_deleted_range_is_allowed() {
-        assert_eq!(check_txn(&txn(vec![delete("a", "c"), put("c")]), MAX_OPS), Ok(()));
-        assert_eq!(check_txn(&txn(vec![delete("b", ""), put("ba")]), MAX_OPS), Ok(()));
-        assert_eq!(check_txn(&txn(vec![delete("a", "c"), delete("b", "")]), MAX_OPS), Ok(()));
+        assert_eq!(
+            check_txn(&txn(vec![delete("a", "c"), put("c")]), MAX_OPS),
+            Ok(())
+        );
+        assert_eq!(
+            check_txn(&txn(vec![delete("b", ""), put("ba")]), MAX_OPS),
+            Ok(())
+        );
+        assert_eq!(
+            check_txn(&txn(vec![delete("a", "c"), delete("b", "")]), MAX_OPS),
+            Ok(())
+        );
     }
 
     #[test]
     fn delete_from_key_with_nul_end_overlaps_no_put_as_in_etcd() {
-        assert_eq!(check_txn(&txn(vec![delete("a", "\0"), put("b")]), MAX_OPS), Ok(()));
-        assert_eq!(check_txn(&txn(vec![delete("c", "a"), put("c")]), MAX_OPS), Ok(()));
+        assert_eq!(
+            check_txn(&txn(vec![delete("a", "\0"), put("b")]), MAX_OPS),
+            Ok(())
+        );
+        assert_eq!(
+            check_txn(&txn(vec![delete("c", "a"), put("c")]), MAX_OPS),
+            Ok(())
+        );
     }
 
     #[test]
@@ -370,20 +496,29 @@ mod tests {
 
     #[test]
     fn two_nested_txns_putting_the_same_key_are_duplicate() {
-        let request = txn(vec![nested(vec![put("a")], vec![]), nested(vec![], vec![put("a")])]);
+        let request = txn(vec![
+            nested(vec![put("a")], vec![]),
+            nested(vec![], vec![put("a")]),
+        ]);
         assert_eq!(check_txn(&request, MAX_OPS), Err(EtcdError::DuplicateKey));
     }
 
     #[test]
     fn put_in_a_later_nested_txn_inside_an_earlier_nested_delete_is_duplicate() {
-        let request = txn(vec![nested(vec![delete("a", "c")], vec![]), nested(vec![put("b")], vec![])]);
+        let request = txn(vec![
+            nested(vec![delete("a", "c")], vec![]),
+            nested(vec![put("b")], vec![]),
+        ]);
         assert_eq!(check_txn(&request, MAX_OPS), Err(EtcdError::DuplicateKey));
     }
 
     #[test]
     fn put_in_an_earlier_nested_txn_than_the_nested_delete_passes_as_in_etcd() {
         // etcd checks a nested txn's puts only against deletes collected so far.
-        let request = txn(vec![nested(vec![put("b")], vec![]), nested(vec![delete("a", "c")], vec![])]);
+        let request = txn(vec![
+            nested(vec![put("b")], vec![]),
+            nested(vec![delete("a", "c")], vec![]),
+        ]);
         assert_eq!(check_txn(&request, MAX_OPS), Ok(()));
     }
 
@@ -397,7 +532,11 @@ mod tests {
 
     #[test]
     fn failure_branch_is_checked_for_duplicates() {
-        let request = TxnRequest { compare: vec![], success: vec![], failure: vec![put("a"), put("a")] };
+        let request = TxnRequest {
+            compare: vec![],
+            success: vec![],
+            failure: vec![put("a"), put("a")],
+        };
         assert_eq!(check_txn(&request, MAX_OPS), Err(EtcdError::DuplicateKey));
     }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType};
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType};
 use raft::prelude::Ready;
 use raft::{RawNode, StateRole};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -34,7 +34,11 @@ pub type ProposalResult = Result<(CommandResponse, i64), EtcdError>;
 /// Work handed to the driver.
 pub enum DriverRequest {
     /// Propose an encoded [`RaftCommand`] whose id is `id`.
-    Propose { id: u64, data: Vec<u8>, respond: oneshot::Sender<ProposalResult> },
+    Propose {
+        id: u64,
+        data: Vec<u8>,
+        respond: oneshot::Sender<ProposalResult>,
+    },
     /// Wait for a linearizable read point.
     ReadIndex { respond: ReadResponder },
 }
@@ -136,7 +140,7 @@ impl Driver {
             }
         };
         self.fail_everything(reason);
-        if let Err(err) = self.log.sync() {
+        if let Err(err) = self.store.read().engine().sync() {
             tracing::warn!(error = %err, "final sync at shutdown failed");
         }
         result
@@ -197,10 +201,15 @@ impl Driver {
             )));
         }
         if !ready.entries().is_empty() || ready.hs().is_some() {
-            self.log.persist(ready.entries(), ready.hs(), ready.must_sync())?;
+            self.log
+                .persist(ready.entries(), ready.hs(), ready.must_sync())?;
         }
         for read_state in ready.take_read_states() {
-            self.reads.on_read_state(&read_state.request_ctx, read_state.index, self.applied_index);
+            self.reads.on_read_state(
+                &read_state.request_ctx,
+                read_state.index,
+                self.applied_index,
+            );
         }
         let committed = ready.take_committed_entries();
         self.apply_committed(committed)?;
@@ -229,16 +238,20 @@ impl Driver {
         let last_index = last.index;
         let mut replies = Vec::new();
         {
-            let mut store = self.store.write();
+            let store = Arc::clone(&self.store);
+            let mut store = store.write();
             for entry in &entries {
                 match entry.get_entry_type() {
                     EntryType::EntryNormal => {
                         if entry.data.is_empty() {
-                            store.apply(entry.index, None)??;
+                            record_index_only(&mut store, entry.index)?;
                             continue;
                         }
                         let command = RaftCommand::decode(entry.data.as_ref()).map_err(|err| {
-                            DriverError::CorruptEntry { index: entry.index, reason: err.to_string() }
+                            DriverError::CorruptEntry {
+                                index: entry.index,
+                                reason: err.to_string(),
+                            }
                         })?;
                         let outcome = store.apply(entry.index, command.request.as_ref())?;
                         if command.id != 0 {
@@ -246,10 +259,9 @@ impl Driver {
                         }
                     }
                     EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                        let change = decode_conf_change(entry)?;
-                        let conf_state = self.raw_node.apply_conf_change(&change)?;
+                        let conf_state = self.apply_conf_change(entry)?;
                         self.log.set_conf_state(&conf_state)?;
-                        store.apply(entry.index, None)??;
+                        record_index_only(&mut store, entry.index)?;
                     }
                 }
             }
@@ -258,7 +270,9 @@ impl Driver {
             if let Some(waiter) = self.waiters.remove(&id) {
                 let reply = outcome.and_then(|outcome| match outcome.response {
                     Some(response) => Ok((response, outcome.revision)),
-                    None => Err(EtcdError::Internal("applied command gave no response".into())),
+                    None => Err(EtcdError::Internal(
+                        "applied command gave no response".into(),
+                    )),
                 });
                 let _ = waiter.send(reply);
             }
@@ -275,9 +289,11 @@ impl Driver {
         if self.applied_index < self.last_log_compaction_index + self.config.snapshot_count {
             return Ok(());
         }
-        let compact_index = self.applied_index.saturating_sub(self.config.snapshot_catchup_entries);
+        let compact_index = self
+            .applied_index
+            .saturating_sub(self.config.snapshot_catchup_entries);
         if compact_index > self.log.first_index() {
-            self.log.sync()?;
+            self.store.read().engine().sync()?;
             self.log.compact(compact_index)?;
         }
         self.last_log_compaction_index = self.applied_index;
@@ -312,6 +328,22 @@ impl Driver {
         });
     }
 
+    /// Applies a committed conf change entry to raft, returning the new conf state.
+    fn apply_conf_change(&mut self, entry: &Entry) -> Result<ConfState, DriverError> {
+        let corrupt = |err: protobuf::ProtobufError| DriverError::CorruptEntry {
+            index: entry.index,
+            reason: err.to_string(),
+        };
+        let conf_state = if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
+            let change = ConfChangeV2::parse_from_bytes(entry.data.as_ref()).map_err(corrupt)?;
+            self.raw_node.apply_conf_change(&change)?
+        } else {
+            let change = ConfChange::parse_from_bytes(entry.data.as_ref()).map_err(corrupt)?;
+            self.raw_node.apply_conf_change(&change)?
+        };
+        Ok(conf_state)
+    }
+
     fn fail_everything(&mut self, error: EtcdError) {
         for (_, waiter) in self.waiters.drain() {
             let _ = waiter.send(Err(error.clone()));
@@ -320,15 +352,13 @@ impl Driver {
     }
 }
 
-fn decode_conf_change(entry: &Entry) -> Result<ConfChangeV2, DriverError> {
-    let corrupt = |err: protobuf::ProtobufError| DriverError::CorruptEntry {
-        index: entry.index,
-        reason: err.to_string(),
-    };
-    if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
-        ConfChangeV2::parse_from_bytes(entry.data.as_ref()).map_err(corrupt)
-    } else {
-        let change = ConfChange::parse_from_bytes(entry.data.as_ref()).map_err(corrupt)?;
-        Ok(raft::prelude::ConfChangeI::into_v2(change))
+/// Records that entry `index`, which carries no command for MVCC, was applied.
+fn record_index_only(store: &mut MvccStore, index: u64) -> Result<(), DriverError> {
+    match store.apply(index, None)? {
+        Ok(_) => Ok(()),
+        Err(err) => Err(DriverError::CorruptEntry {
+            index,
+            reason: err.to_string(),
+        }),
     }
 }

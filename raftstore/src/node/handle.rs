@@ -150,7 +150,10 @@ impl NodeHandle {
         request: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, EtcdError> {
         validate::check_delete_range(&request)?;
-        match self.propose(raft_command::Request::DeleteRange(request)).await? {
+        match self
+            .propose(raft_command::Request::DeleteRange(request))
+            .await?
+        {
             (CommandResponse::DeleteRange(mut response), revision) => {
                 response.header = Some(self.header(revision));
                 Ok(response)
@@ -170,8 +173,14 @@ impl NodeHandle {
         }
     }
 
-    pub async fn compact(&self, request: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
-        match self.propose(raft_command::Request::Compaction(request)).await? {
+    pub async fn compact(
+        &self,
+        request: CompactionRequest,
+    ) -> Result<CompactionResponse, EtcdError> {
+        match self
+            .propose(raft_command::Request::Compaction(request))
+            .await?
+        {
             (CommandResponse::Compaction(mut response), revision) => {
                 response.header = Some(self.header(revision));
                 Ok(response)
@@ -189,7 +198,8 @@ impl NodeHandle {
     /// by the leader (ReadIndex): local reads after it are linearizable.
     pub async fn read_barrier(&self) -> Result<(), EtcdError> {
         let (respond, answer) = oneshot::channel();
-        self.submit(DriverRequest::ReadIndex { respond }, answer).await
+        self.submit(DriverRequest::ReadIndex { respond }, answer)
+            .await
     }
 
     /// Waits until this member is ready to serve clients: it has applied everything it had
@@ -207,15 +217,23 @@ impl NodeHandle {
         }
     }
 
-    async fn propose(&self, request: raft_command::Request) -> Result<(CommandResponse, i64), EtcdError> {
+    async fn propose(
+        &self,
+        request: raft_command::Request,
+    ) -> Result<(CommandResponse, i64), EtcdError> {
         let id = self.shared.request_id_prefix
             | (self.shared.next_request_seq.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff);
-        let data = RaftCommand { id, request: Some(request) }.encode_to_vec();
+        let data = RaftCommand {
+            id,
+            request: Some(request),
+        }
+        .encode_to_vec();
         if data.len() > self.shared.config.max_request_bytes {
             return Err(EtcdError::RequestTooLarge);
         }
         let (respond, answer) = oneshot::channel::<ProposalResult>();
-        self.submit(DriverRequest::Propose { id, data, respond }, answer).await
+        self.submit(DriverRequest::Propose { id, data, respond }, answer)
+            .await
     }
 
     /// Hands `request` to the driver and waits for `answer`, all within the request timeout.
@@ -225,7 +243,11 @@ impl NodeHandle {
         answer: oneshot::Receiver<Result<T, EtcdError>>,
     ) -> Result<T, EtcdError> {
         let wait = async {
-            self.shared.requests.send(request).await.map_err(|_| EtcdError::Stopped)?;
+            self.shared
+                .requests
+                .send(request)
+                .await
+                .map_err(|_| EtcdError::Stopped)?;
             answer.await.map_err(|_| EtcdError::Stopped)?
         };
         match tokio::time::timeout(self.shared.config.request_timeout(), wait).await {

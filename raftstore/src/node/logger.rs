@@ -6,7 +6,10 @@ use slog::{Drain, Key, OwnedKVList, Record, Serializer, KV};
 
 /// A slog logger whose records become `tracing` events under target `raft`.
 pub fn raft_logger(member_id: u64) -> slog::Logger {
-    slog::Logger::root(TracingDrain.fuse(), slog::o!("member" => format!("{member_id:x}")))
+    slog::Logger::root(
+        TracingDrain.fuse(),
+        slog::o!("member" => format!("{member_id:x}")),
+    )
 }
 
 struct TracingDrain;

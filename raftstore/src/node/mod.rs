@@ -144,7 +144,11 @@ pub fn start(
     let driver = Driver::new(raw_node, log, store, status, transport, config, member_id);
     let driver = tokio::spawn(driver.run(requests_rx, shutdown_rx));
     tracing::info!(member = %format!("{member_id:x}"), applied, commit = hard_state.commit, "member started");
-    Ok(RunningNode { handle, driver, commit_at_start: hard_state.commit })
+    Ok(RunningNode {
+        handle,
+        driver,
+        commit_at_start: hard_state.commit,
+    })
 }
 
 fn bootstrap(
@@ -178,7 +182,10 @@ fn next_boot_count(engine: &dyn KvEngine) -> Result<u64, StorageError> {
     let previous = match engine.get(Table::Meta, BOOT_COUNT_KEY)? {
         None => 0,
         Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
-            StorageError::corrupt(format!("meta: boot count record has {} bytes, not 8", bytes.len()))
+            StorageError::corrupt(format!(
+                "meta: boot count record has {} bytes, not 8",
+                bytes.len()
+            ))
         })?),
     };
     let next = previous + 1;

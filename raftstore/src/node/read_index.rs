@@ -55,7 +55,11 @@ impl ReadRounds {
         }
         let readers = std::mem::take(&mut self.queued);
         let context = self.fresh_context();
-        self.in_flight = Some(InFlightRound { context, readers, ticks_waited: 0 });
+        self.in_flight = Some(InFlightRound {
+            context,
+            readers,
+            ticks_waited: 0,
+        });
         Some(context.to_be_bytes().to_vec())
     }
 

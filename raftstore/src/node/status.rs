@@ -39,7 +39,10 @@ pub struct StatusCell {
 impl StatusCell {
     pub fn new(initial: NodeStatus) -> Self {
         let (changes, _) = watch::channel(initial);
-        Self { current: RwLock::new(initial), changes }
+        Self {
+            current: RwLock::new(initial),
+            changes,
+        }
     }
 
     pub fn get(&self) -> NodeStatus {
