@@ -26,10 +26,10 @@ pub fn listen_addr(url: &str) -> Result<SocketAddr> {
     if host_port.contains('/') {
         bail!("{url}: a listen URL must not have a path");
     }
-    if !host_port
+    let has_port = host_port
         .rsplit_once(':')
-        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
-    {
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+    if !has_port {
         bail!("{url}: a listen URL needs a port (http://HOST:PORT)");
     }
     let mut addrs = host_port

@@ -105,6 +105,7 @@ async fn acknowledged_writes_survive_kill9_with_their_revisions() {
         sleep(Duration::from_millis(5)).await;
     }
     let writers_running = writers.iter().filter(|w| !w.is_finished()).count();
+    let killed_after = started.elapsed();
     server.kill9();
     stop.store(true, Ordering::SeqCst);
     for writer in writers {
@@ -115,8 +116,7 @@ async fn acknowledged_writes_survive_kill9_with_their_revisions() {
     }
     let acks = acks.lock().expect("acks lock").clone();
     eprintln!(
-        "killed after {:?} with {writers_running} writers running; {} puts acknowledged",
-        started.elapsed(),
+        "killed after {killed_after:?} with {writers_running} writers running; {} puts acknowledged",
         acks.len()
     );
     assert!(
