@@ -94,6 +94,15 @@ pub struct EtcdTuning {
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
 
+    /// Period of watch progress notifications, for watchers that ask for them (Go duration).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m",
+        value_parser = crate::go_duration::parse
+    )]
+    pub experimental_watch_progress_notify_interval: std::time::Duration,
+
     /// Storage engine: rocksdb (default), sled (pure Rust, when built with it) or memory
     /// (not durable; for tests).
     #[arg(long, env = "K3RS_STORAGE_ENGINE")]
@@ -108,6 +117,7 @@ impl EtcdTuning {
         node.snapshot_count = self.snapshot_count;
         node.max_request_bytes = self.max_request_bytes;
         node.max_txn_ops = self.max_txn_ops;
+        node.watch_progress_notify_interval = self.experimental_watch_progress_notify_interval;
         if let Some(name) = &self.storage_engine {
             settings.engine =
                 raftstore::engine::EngineKind::parse(name).map_err(anyhow::Error::msg)?;

@@ -6,6 +6,7 @@
 
 mod cli;
 mod etcd_flags;
+mod go_duration;
 mod member;
 mod urls;
 

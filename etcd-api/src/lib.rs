@@ -3,7 +3,7 @@
 //! Real etcd clients (etcdctl, Go clientv3 as kube-apiserver uses it) must not tell it from
 //! etcd: services, messages and field numbers are etcd's ([`pb`]), errors carry etcd's codes and
 //! exact texts ([`status_from`]), message limits and keepalives are etcd's ([`serve`]).
-//! Services: `KV`, `Maintenance` (Status, Alarm GET, Defragment), `Cluster` (MemberList) and the
+//! Services: `KV`, `Watch`, `Lease`, `Maintenance` (Status, Alarm GET, Defragment), `Cluster` (MemberList) and the
 //! gRPC health service. Sockets are made only behind the [`net`] seam ([`TokioNet`] in
 //! production, a simulated network in tests).
 
@@ -12,11 +12,13 @@ mod error;
 mod header;
 mod health;
 mod kv;
+mod lease;
 mod maintenance;
 pub mod net;
 pub mod pb;
 mod receive_limit;
 mod server;
+mod watch;
 
 pub use error::status_from;
 pub use maintenance::{DB_SIZE_QUOTA_BYTES, SERVER_VERSION, STORAGE_VERSION};

@@ -1,4 +1,4 @@
-//! The client-facing gRPC server: KV, Maintenance, Cluster and health, over any connection
+//! The client-facing gRPC server: KV, Watch, Lease, Maintenance, Cluster and health, over any connection
 //! stream the [`crate::net`] seam produces.
 //!
 //! Guarantees: a request message larger than etcd's gRPC receive limit (max request bytes +
@@ -21,11 +21,15 @@ use tonic::transport::Server;
 use crate::cluster::ClusterService;
 use crate::health::serving_health_service;
 use crate::kv::KvService;
+use crate::lease::LeaseService;
 use crate::maintenance::MaintenanceService;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
+use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::pb::etcdserverpb::watch_server::WatchServer;
 use crate::receive_limit::ReceiveLimitStatus;
+use crate::watch::WatchService;
 
 /// How far etcd's gRPC receive limit exceeds `max_request_bytes`, so that an oversized request
 /// still reaches the server and gets etcd's own "request is too large" when it can.
@@ -67,6 +71,16 @@ where
             .max_decoding_message_size(receive_limit_bytes)
             .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
     );
+    let watch = ReceiveLimitStatus::new(
+        WatchServer::new(WatchService::new(handle.clone()))
+            .max_decoding_message_size(receive_limit_bytes)
+            .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+    );
+    let lease = ReceiveLimitStatus::new(
+        LeaseServer::new(LeaseService::new(handle.clone()))
+            .max_decoding_message_size(receive_limit_bytes)
+            .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+    );
     let maintenance = ReceiveLimitStatus::new(
         MaintenanceServer::new(MaintenanceService::new(handle.clone()))
             .max_decoding_message_size(receive_limit_bytes)
@@ -85,6 +99,8 @@ where
         // etcd's default --max-concurrent-streams: clients multiplex all watches on one connection.
         .max_concurrent_streams(u32::MAX)
         .add_service(kv)
+        .add_service(watch)
+        .add_service(lease)
         .add_service(maintenance)
         .add_service(cluster)
         .add_service(health)

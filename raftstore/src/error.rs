@@ -45,6 +45,10 @@ pub enum EtcdError {
     FutureRevision,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("etcdserver: member not found")]
     MemberNotFound,
     #[error("etcdserver: no leader")]
@@ -72,9 +76,9 @@ impl EtcdError {
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
             | InvalidSortOption | RequestTooLarge => ErrorCode::InvalidArgument,
-            Compacted | FutureRevision => ErrorCode::OutOfRange,
+            Compacted | FutureRevision | LeaseTtlTooLarge => ErrorCode::OutOfRange,
             LeaseNotFound | MemberNotFound => ErrorCode::NotFound,
-            NotLeader => ErrorCode::FailedPrecondition,
+            LeaseExists | NotLeader => ErrorCode::FailedPrecondition,
             TooManyRequests => ErrorCode::ResourceExhausted,
             NoLeader | LeaderChanged | Stopped | Timeout => ErrorCode::Unavailable,
             Corrupt => ErrorCode::DataLoss,

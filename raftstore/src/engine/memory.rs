@@ -40,6 +40,7 @@ fn table_slot(table: Table) -> usize {
         Table::Kv => 0,
         Table::Meta => 1,
         Table::RaftLog => 2,
+        Table::Lease => 3,
     }
 }
 

@@ -28,11 +28,13 @@ pub enum Table {
     Meta,
     /// Raft log entries keyed by 8-byte big-endian index, plus raft's hard and conf state.
     RaftLog,
+    /// Granted leases keyed by 8-byte big-endian lease ID (etcd's `lease` bucket).
+    Lease,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 3] = [Table::Kv, Table::Meta, Table::RaftLog];
+    pub const ALL: [Table; 4] = [Table::Kv, Table::Meta, Table::RaftLog, Table::Lease];
 
     /// The table's name on disk (RocksDB column family, sled tree).
     pub fn name(self) -> &'static str {
@@ -40,6 +42,7 @@ impl Table {
             Table::Kv => "kv",
             Table::Meta => "meta",
             Table::RaftLog => "raft_log",
+            Table::Lease => "lease",
         }
     }
 }

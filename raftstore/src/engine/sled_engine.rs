@@ -32,6 +32,7 @@ fn table_prefix(table: Table) -> u8 {
         Table::Kv => b'k',
         Table::Meta => b'm',
         Table::RaftLog => b'r',
+        Table::Lease => b'l',
     }
 }
 

@@ -5,11 +5,13 @@
 //! - [`key_index`] / [`tree_index`]: each key's generations of revisions, ordered by key.
 //! - [`store`]: [`MvccStore`], which applies committed raft entries (Put, DeleteRange, Txn,
 //!   Compaction) idempotently by raft index and serves Range at any readable revision.
+//! - [`History`]: changes between two revisions read back as watch events.
 //! - [`validate`]: the request checks etcd's gRPC layer does before proposing.
 //!
 //! The store's own records in `Table::Meta` (consistent index, current revision, scheduled and
 //! finished compact revisions) are private to this module; see `meta.rs`.
 
+mod history;
 pub mod key_index;
 mod meta;
 mod read;
@@ -19,6 +21,7 @@ pub mod tree_index;
 mod txn;
 pub mod validate;
 
+pub use history::History;
 pub use key_index::{Generation, KeepSet, KeyIndex, KeyRevision};
 pub use revision::Revision;
 pub use store::{ApplyOutcome, CommandResponse, MvccStore};

@@ -10,10 +10,15 @@
 //! - a Compaction removes the compacted rows from the engine in that same batch, so when apply
 //!   returns the compaction is physically done; its scheduled and finished revisions are
 //!   recorded, and [`MvccStore::open`] finishes one that was scheduled but never finished;
-//! - [`MvccStore::open`] rebuilds exactly the key index the store had, from `Table::Kv`;
+//! - [`MvccStore::open`] rebuilds exactly the key index the store had, from `Table::Kv`, and
+//!   the lease table from `Table::Lease` and the keys' latest versions;
+//! - leases are part of the applied state: a LeaseGrant writes its record, and a Put, Delete or
+//!   Txn moves each key it changes to the lease its new version names, in the same batch; a
+//!   LeaseRevoke deletes every attached key at one revision and removes the record;
 //! - after a storage failure inside `apply` the in-memory index may be ahead of the engine: the
 //!   store then refuses all further use (reopen it from the engine).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use prost::Message;
@@ -26,8 +31,10 @@ use super::tree_index::TreeIndex;
 use super::txn::{check_txn_puts, check_txn_ranges, txn_path, Change, WriteTxn};
 use crate::engine::{KvEngine, ReadView, Table, WriteBatch};
 use crate::error::{EtcdError, StorageError};
+use crate::lease::{LeaseTable, MAX_LEASE_TTL};
 use crate::pb::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use crate::pb::k3rspb::raft_command::Request;
@@ -40,6 +47,8 @@ pub enum CommandResponse {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
 }
 
 /// What applying one raft entry did.
@@ -94,6 +103,7 @@ pub struct MvccStore {
     /// etcd's `compactMainRev`: the last compaction's revision, -1 when never compacted.
     compacted: i64,
     consistent_index: u64,
+    leases: LeaseTable,
     /// Why the store refuses use after a storage failure in `apply`.
     poisoned: Option<String>,
 }
@@ -111,13 +121,15 @@ impl MvccStore {
                 "finished compact revision {compacted} is above the current revision {current_revision}"
             )));
         }
-        let index = rebuild_index(engine.as_ref(), current_revision)?;
+        let (index, attachments) = rebuild_index(engine.as_ref(), current_revision)?;
+        let leases = LeaseTable::load(engine.as_ref(), attachments)?;
         let mut store = Self {
             engine,
             index,
             current_revision,
             compacted,
             consistent_index: meta.consistent_index,
+            leases,
             poisoned: None,
         };
         if let Some(scheduled) = meta.scheduled_compact_revision {
@@ -211,11 +223,13 @@ impl MvccStore {
         result
     }
 
-    /// Whether lease `id` exists. No lessor yet: every id is unknown, so a Put with a lease fails
-    /// with LeaseNotFound. The lessor (Watch/Lease issue) replaces this.
+    /// The leases granted and not yet revoked, with their attached keys.
+    pub fn leases(&self) -> &LeaseTable {
+        &self.leases
+    }
+
     fn lease_exists(&self, id: i64) -> bool {
-        let _ = id;
-        false
+        self.leases.contains(id)
     }
 
     fn reader(&self) -> Reader<'_> {
@@ -237,6 +251,8 @@ impl MvccStore {
             Some(Request::DeleteRange(delete)) => self.execute_delete_range(delete),
             Some(Request::Txn(txn)) => self.execute_txn(txn),
             Some(Request::Compaction(compaction)) => self.execute_compaction(compaction),
+            Some(Request::LeaseGrant(grant)) => Ok(self.execute_lease_grant(grant)),
+            Some(Request::LeaseRevoke(revoke)) => self.execute_lease_revoke(revoke),
         }
     }
 
@@ -318,6 +334,66 @@ impl MvccStore {
         }))
     }
 
+    /// Grants the lease exactly as proposed: the proposer chose the ID and raised the TTL.
+    fn execute_lease_grant(&mut self, req: &LeaseGrantRequest) -> Result<Effect, EtcdError> {
+        if req.ttl > MAX_LEASE_TTL {
+            return Err(EtcdError::LeaseTtlTooLarge);
+        }
+        if req.id == 0 {
+            return Err(EtcdError::Internal(
+                "a lease grant reached the log without an ID".into(),
+            ));
+        }
+        if self.leases.contains(req.id) {
+            return Err(EtcdError::LeaseExists);
+        }
+        let mut batch = WriteBatch::new();
+        self.leases.grant(req.id, req.ttl, &mut batch);
+        let response = LeaseGrantResponse {
+            header: header(self.current_revision),
+            id: req.id,
+            ttl: req.ttl,
+            error: String::new(),
+        };
+        Ok(Effect {
+            response: Some(CommandResponse::LeaseGrant(response)),
+            changes: Vec::new(),
+            batch,
+            compacted: None,
+        })
+    }
+
+    /// Revokes a lease: every attached key is deleted, all at one revision.
+    fn execute_lease_revoke(
+        &mut self,
+        req: &LeaseRevokeRequest,
+    ) -> Result<Result<Effect, EtcdError>, StorageError> {
+        let Some(entry) = self.leases.get(req.id) else {
+            return Ok(Err(EtcdError::LeaseNotFound));
+        };
+        let keys: Vec<Vec<u8>> = entry.keys.iter().cloned().collect();
+        let mut write = WriteTxn::new(&mut self.index, self.engine.as_ref(), self.current_revision);
+        for key in keys {
+            write.delete_range(&DeleteRangeRequest {
+                key,
+                ..Default::default()
+            })?;
+        }
+        let changes = write.into_changes();
+        let mut batch = WriteBatch::new();
+        self.leases.revoke(req.id, &mut batch);
+        let revision = self.current_revision + i64::from(!changes.is_empty());
+        let response = LeaseRevokeResponse {
+            header: header(revision),
+        };
+        Ok(Ok(Effect {
+            response: Some(CommandResponse::LeaseRevoke(response)),
+            changes,
+            batch,
+            compacted: None,
+        }))
+    }
+
     /// Compacts the key index at `revision` and adds to `batch` the scheduled revision, the
     /// deletion of every row at or below it that the index no longer needs, and the finished
     /// revision.
@@ -383,6 +459,9 @@ impl MvccStore {
             self.current_revision + 1
         };
         for (sub, change) in changes.iter().enumerate() {
+            let from = change.prev.as_ref().map_or(0, |prev| prev.lease);
+            let to = if change.is_put() { change.kv.lease } else { 0 };
+            self.leases.move_key(&change.kv.key, from, to);
             let rev = Revision::new(revision, sub as i64);
             let value = change.kv.encode_to_vec();
             if change.is_put() {
@@ -415,15 +494,24 @@ impl MvccStore {
     }
 }
 
+/// Live keys whose latest version has a lease, with that lease's ID.
+type LeaseAttachments = HashMap<Vec<u8>, i64>;
+
 /// Rebuilds the key index from every row of `Table::Kv`, in revision order, as etcd does: the
 /// first put row of a key restores its generation (creation revision and version from the row);
 /// later rows replay puts and tombstones; a tombstone of a key with no indexed put (its puts
-/// were compacted away) is skipped, as is a tombstone of a key already deleted.
-fn rebuild_index(view: &dyn ReadView, current_revision: i64) -> Result<TreeIndex, StorageError> {
+/// were compacted away) is skipped, as is a tombstone of a key already deleted. Also returns
+/// the lease each live key's latest version names.
+fn rebuild_index(
+    view: &dyn ReadView,
+    current_revision: i64,
+) -> Result<(TreeIndex, LeaseAttachments), StorageError> {
     let mut index = TreeIndex::new();
+    let mut attachments = LeaseAttachments::new();
     let mut failure = None;
     view.scan(Table::Kv, &[], None, &mut |key, value| match restore_row(
         &mut index,
+        &mut attachments,
         key,
         value,
         current_revision,
@@ -436,12 +524,13 @@ fn rebuild_index(view: &dyn ReadView, current_revision: i64) -> Result<TreeIndex
     })?;
     match failure {
         Some(err) => Err(err),
-        None => Ok(index),
+        None => Ok((index, attachments)),
     }
 }
 
 fn restore_row(
     index: &mut TreeIndex,
+    attachments: &mut LeaseAttachments,
     row_key: &[u8],
     value: &[u8],
     current_revision: i64,
@@ -456,6 +545,11 @@ fn restore_row(
     }
     let kv = KeyValue::decode(value)
         .map_err(|err| StorageError::io(format!("decoding kv row {}", hex(row_key)), err))?;
+    if row.tombstone || kv.lease == 0 {
+        attachments.remove(&kv.key);
+    } else {
+        attachments.insert(kv.key.clone(), kv.lease);
+    }
     let refused = |err: KeyIndexError| {
         StorageError::corrupt(format!(
             "kv row {} (key {:?}) does not follow the key's history: {err}",

@@ -12,8 +12,9 @@ use crate::error::EtcdError;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::{
-    request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest,
-    RangeRequest, RangeResponse, RequestOp, ResponseHeader, TxnRequest, TxnResponse,
+    request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest,
+    LeaseRevokeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, ResponseHeader,
+    TxnRequest, TxnResponse,
 };
 use crate::pb::k3rspb::raft_command::Request;
 use crate::pb::mvccpb::{event::EventType, KeyValue};
@@ -1607,4 +1608,167 @@ fn open_refuses_meta_of_the_wrong_length() {
         .err()
         .expect("open fails");
     assert!(err.to_string().contains("consistent_index"), "{err}");
+}
+
+// ---- leases ----
+
+fn grant(harness: &mut Harness, id: i64, ttl: i64) -> Result<ApplyOutcome, EtcdError> {
+    harness.apply(Request::LeaseGrant(LeaseGrantRequest { ttl, id }))
+}
+
+fn revoke(harness: &mut Harness, id: i64) -> Result<ApplyOutcome, EtcdError> {
+    harness.apply(Request::LeaseRevoke(LeaseRevokeRequest { id }))
+}
+
+fn put_with_lease(harness: &mut Harness, key: &str, lease: i64) -> ApplyOutcome {
+    harness
+        .apply(Request::Put(PutRequest {
+            lease,
+            ..put_request(key, "v")
+        }))
+        .expect("put with lease")
+}
+
+fn lease_keys(harness: &Harness, id: i64) -> Vec<Vec<u8>> {
+    harness
+        .store
+        .leases()
+        .get(id)
+        .expect("lease exists")
+        .keys
+        .iter()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_put_with_an_unknown_lease_is_refused_and_changes_nothing() {
+    let mut harness = Harness::new();
+    let err = harness
+        .apply(Request::Put(PutRequest {
+            lease: 42,
+            ..put_request("k", "v")
+        }))
+        .expect_err("no such lease");
+    assert_eq!(err, EtcdError::LeaseNotFound);
+    assert_eq!(harness.store.current_revision(), 1);
+}
+
+#[test]
+fn a_lease_grant_changes_no_revision_and_refuses_a_duplicate_id() {
+    let mut harness = Harness::new();
+    let granted = grant(&mut harness, 7, 60).expect("granted");
+    assert_eq!(granted.revision, 1);
+    match granted.response {
+        Some(CommandResponse::LeaseGrant(response)) => {
+            assert_eq!((response.id, response.ttl), (7, 60));
+        }
+        other => panic!("grant answered {other:?}"),
+    }
+    assert_eq!(
+        grant(&mut harness, 7, 60).expect_err("dup"),
+        EtcdError::LeaseExists
+    );
+}
+
+#[test]
+fn keys_follow_the_lease_of_their_latest_version() {
+    let mut harness = Harness::new();
+    grant(&mut harness, 1, 60).expect("granted");
+    grant(&mut harness, 2, 60).expect("granted");
+    put_with_lease(&mut harness, "a", 1);
+    put_with_lease(&mut harness, "b", 1);
+    put_with_lease(&mut harness, "b", 2);
+    harness
+        .apply(Request::Put(PutRequest {
+            ignore_lease: true,
+            ..put_request("a", "again")
+        }))
+        .expect("put keeping the lease");
+    assert_eq!(lease_keys(&harness, 1), vec![b"a".to_vec()]);
+    assert_eq!(lease_keys(&harness, 2), vec![b"b".to_vec()]);
+    harness.put("b", "no lease now");
+    assert!(lease_keys(&harness, 2).is_empty());
+    harness.delete("a", "");
+    assert!(lease_keys(&harness, 1).is_empty());
+}
+
+#[test]
+fn a_revoke_deletes_every_attached_key_at_one_revision() {
+    let mut harness = Harness::new();
+    grant(&mut harness, 9, 60).expect("granted");
+    for key in ["x", "y", "z"] {
+        put_with_lease(&mut harness, key, 9);
+    }
+    harness.put("untouched", "v");
+    let before = harness.store.current_revision();
+    let revoked = revoke(&mut harness, 9).expect("revoked");
+    assert_eq!(revoked.revision, before + 1);
+    let deleted: Vec<_> = revoked
+        .events
+        .iter()
+        .map(|event| {
+            assert_eq!(event.r#type, EventType::Delete as i32);
+            let kv = event.kv.as_ref().expect("kv");
+            assert_eq!(kv.mod_revision, before + 1);
+            kv.key.clone()
+        })
+        .collect();
+    assert_eq!(deleted, vec![b"x".to_vec(), b"y".to_vec(), b"z".to_vec()]);
+    assert!(harness.get("x").is_none());
+    assert!(harness.get("untouched").is_some());
+    assert!(!harness.store.leases().contains(9));
+    assert_eq!(
+        revoke(&mut harness, 9).expect_err("gone"),
+        EtcdError::LeaseNotFound
+    );
+}
+
+#[test]
+fn a_revoke_of_a_lease_without_keys_changes_no_revision() {
+    let mut harness = Harness::new();
+    grant(&mut harness, 3, 60).expect("granted");
+    let revoked = revoke(&mut harness, 3).expect("revoked");
+    assert_eq!(revoked.revision, 1);
+    assert!(revoked.events.is_empty());
+}
+
+#[test]
+fn reopen_restores_leases_and_their_keys() {
+    let mut harness = Harness::new();
+    grant(&mut harness, 5, 100).expect("granted");
+    grant(&mut harness, 6, 200).expect("granted");
+    put_with_lease(&mut harness, "a", 5);
+    put_with_lease(&mut harness, "b", 5);
+    put_with_lease(&mut harness, "b", 6);
+    put_with_lease(&mut harness, "c", 6);
+    harness.delete("c", "");
+    revoke(&mut harness, 6).expect("revoked");
+    let leases_before = harness.store.leases().clone();
+    harness.reopen();
+    assert_eq!(harness.store.leases(), &leases_before);
+    assert_eq!(
+        harness.store.leases().ttls().collect::<Vec<_>>(),
+        vec![(5, 100)]
+    );
+    assert_eq!(lease_keys(&harness, 5), vec![b"a".to_vec()]);
+}
+
+#[test]
+fn history_reads_back_the_events_watchers_saw() {
+    let mut harness = Harness::new();
+    let mut seen = Vec::new();
+    for key in ["a", "b", "a"] {
+        seen.extend(harness.put(key, key).events);
+    }
+    seen.extend(harness.delete("a", "").events);
+    let history = harness
+        .store
+        .history(2, harness.store.current_revision(), 100, true)
+        .expect("history");
+    assert_eq!(history.through, harness.store.current_revision());
+    assert_eq!(history.events, seen);
+    let bounded = harness.store.history(2, 5, 1, false).expect("history");
+    assert_eq!(bounded.through, 2, "stops at the end of a revision");
+    assert_eq!(bounded.events.len(), 1);
 }

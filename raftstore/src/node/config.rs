@@ -33,6 +33,9 @@ pub struct NodeConfig {
     pub proposal_queue_capacity: usize,
     /// Seeds the node's randomness (raft election timeouts in simulation).
     pub seed: u64,
+    /// Period of the progress notifications watchers ask for (etcd's
+    /// `--experimental-watch-progress-notify-interval`).
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl Default for NodeConfig {
@@ -54,6 +57,7 @@ impl Default for NodeConfig {
             max_proposals_per_ready: 1024,
             proposal_queue_capacity: 8192,
             seed: 0,
+            watch_progress_notify_interval: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -75,6 +79,14 @@ impl NodeConfig {
         Duration::from_millis(5_000 + 2 * self.election_timeout_ms)
     }
 
+    /// The shortest lease TTL granted, in seconds: etcd's ⌈1.5 election timeouts⌉ (2 s with the
+    /// defaults), so a lease outlives a leader election.
+    pub fn min_lease_ttl(&self) -> i64 {
+        let ticks = u64::try_from(self.election_ticks()).unwrap_or(u64::MAX);
+        let millis = (3 * ticks / 2).saturating_mul(self.heartbeat_interval_ms);
+        i64::try_from(millis.div_ceil(1000)).unwrap_or(i64::MAX)
+    }
+
     /// Checks the settings make sense, naming the first that does not.
     pub fn validate(&self) -> Result<(), String> {
         if self.heartbeat_interval_ms == 0 {
@@ -91,6 +103,12 @@ impl NodeConfig {
         }
         if self.snapshot_count == 0 {
             return Err("snapshot count must be positive".into());
+        }
+        if self.watch_progress_notify_interval < Duration::from_millis(100) {
+            return Err(format!(
+                "watch progress notify interval ({:?}) must be at least 100ms",
+                self.watch_progress_notify_interval
+            ));
         }
         Ok(())
     }

@@ -6,9 +6,14 @@
 //! says it must be; apply committed entries; send the messages that needed the fsync; advance.
 //! A storage failure or an undecodable committed entry stops the driver with an error: a node
 //! never goes on in a state it cannot trust.
+//!
+//! The driver also keeps the leader's lease deadlines ([`ExpiryClock`]): it promotes and
+//! demotes the clock as leadership changes, starts a deadline when a grant is applied, renews on
+//! keep-alive, and on each tick proposes a revoke for every lease past its deadline.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::RwLock;
 use prost::Message as _;
@@ -20,13 +25,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 
 use crate::error::{EtcdError, StorageError};
-use crate::mvcc::{CommandResponse, MvccStore};
+use crate::lease::ExpiryClock;
+use crate::mvcc::{ApplyOutcome, CommandResponse, MvccStore};
 use crate::node::read_index::{ReadResponder, ReadRounds};
 use crate::node::status::{NodeStatus, StatusCell};
 use crate::node::transport::RaftTransport;
 use crate::node::NodeConfig;
-use crate::pb::k3rspb::RaftCommand;
+use crate::pb::etcdserverpb::{LeaseRevokeRequest, LeaseTimeToLiveResponse};
+use crate::pb::k3rspb::{raft_command, RaftCommand};
 use crate::raft_log::RaftLogStore;
+use crate::watch::WatchHub;
 
 /// What a proposer gets back once its entry is applied: the response and the revision after it.
 pub type ProposalResult = Result<(CommandResponse, i64), EtcdError>;
@@ -41,7 +49,22 @@ pub enum DriverRequest {
     },
     /// Wait for a linearizable read point.
     ReadIndex { respond: ReadResponder },
+    /// Renew lease `id` (leader only): answers its TTL, or `None` when it does not exist or
+    /// has already expired.
+    LeaseRenew {
+        id: i64,
+        respond: oneshot::Sender<Result<Option<i64>, EtcdError>>,
+    },
+    /// Describe lease `id` (leader only): `None` when it does not exist.
+    LeaseTimeToLive {
+        id: i64,
+        keys: bool,
+        respond: oneshot::Sender<Result<Option<LeaseTimeToLiveResponse>, EtcdError>>,
+    },
 }
+
+/// Most expired leases revoked per tick (etcd revokes at most 1,000 a second).
+const REVOKES_PER_TICK: usize = 100;
 
 /// Why the driver stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +81,7 @@ pub struct Driver {
     pub raw_node: RawNode<RaftLogStore>,
     pub log: RaftLogStore,
     pub store: Arc<RwLock<MvccStore>>,
+    pub watch_hub: Arc<WatchHub>,
     pub status: Arc<StatusCell>,
     pub transport: Arc<dyn RaftTransport>,
     pub config: NodeConfig,
@@ -67,13 +91,16 @@ pub struct Driver {
     applied_index: u64,
     last_log_compaction_index: u64,
     known_leader: (u64, u64),
+    lease_clock: ExpiryClock,
 }
 
 impl Driver {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         raw_node: RawNode<RaftLogStore>,
         log: RaftLogStore,
         store: Arc<RwLock<MvccStore>>,
+        watch_hub: Arc<WatchHub>,
         status: Arc<StatusCell>,
         transport: Arc<dyn RaftTransport>,
         config: NodeConfig,
@@ -86,6 +113,7 @@ impl Driver {
             last_log_compaction_index: log.first_index().saturating_sub(1),
             log,
             store,
+            watch_hub,
             status,
             transport,
             config,
@@ -94,6 +122,7 @@ impl Driver {
             reads,
             applied_index,
             known_leader: (0, 0),
+            lease_clock: ExpiryClock::default(),
         }
     }
 
@@ -153,6 +182,25 @@ impl Driver {
         }
         // Callers that gave up (deadline) leave closed senders behind.
         self.waiters.retain(|_, waiter| !waiter.is_closed());
+        self.revoke_expired_leases();
+    }
+
+    /// Proposes a revoke for each lease past its deadline (the clock only has deadlines while
+    /// this member leads). Nobody waits for these entries.
+    fn revoke_expired_leases(&mut self) {
+        let now = tokio::time::Instant::now();
+        for id in self.lease_clock.due(now, REVOKES_PER_TICK) {
+            let command = RaftCommand {
+                id: 0,
+                request: Some(raft_command::Request::LeaseRevoke(LeaseRevokeRequest {
+                    id,
+                })),
+            };
+            tracing::debug!(lease = %format!("{id:x}"), "lease expired; proposing its revoke");
+            if let Err(err) = self.raw_node.propose(Vec::new(), command.encode_to_vec()) {
+                tracing::warn!(lease = %format!("{id:x}"), error = %err, "proposing a lease revoke failed; retrying later");
+            }
+        }
     }
 
     fn on_request(&mut self, request: DriverRequest) {
@@ -177,7 +225,64 @@ impl Driver {
                     self.reads.enqueue(respond);
                 }
             }
+            DriverRequest::LeaseRenew { id, respond } => {
+                let _ = respond.send(self.renew_lease(id));
+            }
+            DriverRequest::LeaseTimeToLive { id, keys, respond } => {
+                let _ = respond.send(self.lease_time_to_live(id, keys));
+            }
         }
+    }
+
+    /// The error for a lease request on a member that does not lead.
+    fn not_leading(&self) -> EtcdError {
+        if self.raw_node.raft.leader_id == raft::INVALID_ID {
+            EtcdError::NoLeader
+        } else {
+            EtcdError::NotLeader
+        }
+    }
+
+    fn renew_lease(&mut self, id: i64) -> Result<Option<i64>, EtcdError> {
+        if !self.lease_clock.is_leading() {
+            return Err(self.not_leading());
+        }
+        let Some(ttl) = self.store.read().leases().get(id).map(|lease| lease.ttl) else {
+            return Ok(None);
+        };
+        let now = tokio::time::Instant::now();
+        Ok(self.lease_clock.renew(id, ttl, now).then_some(ttl))
+    }
+
+    fn lease_time_to_live(
+        &self,
+        id: i64,
+        with_keys: bool,
+    ) -> Result<Option<LeaseTimeToLiveResponse>, EtcdError> {
+        if !self.lease_clock.is_leading() {
+            return Err(self.not_leading());
+        }
+        let store = self.store.read();
+        let Some(lease) = store.leases().get(id) else {
+            return Ok(None);
+        };
+        let now = tokio::time::Instant::now();
+        // etcd reports whole seconds left, rounded down; -1 once expired.
+        let remaining = match self.lease_clock.remaining(id, now) {
+            Some(left) if !left.is_zero() => i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+            _ => -1,
+        };
+        Ok(Some(LeaseTimeToLiveResponse {
+            header: None,
+            id,
+            ttl: remaining,
+            granted_ttl: lease.ttl,
+            keys: if with_keys {
+                lease.keys.iter().cloned().collect()
+            } else {
+                Vec::new()
+            },
+        }))
     }
 
     fn no_leader_error(&self) -> EtcdError {
@@ -237,6 +342,7 @@ impl Driver {
         };
         let last_index = last.index;
         let mut replies = Vec::new();
+        let mut published = Vec::new();
         {
             let store = Arc::clone(&self.store);
             let mut store = store.write();
@@ -253,7 +359,14 @@ impl Driver {
                                 reason: err.to_string(),
                             }
                         })?;
-                        let outcome = store.apply(entry.index, command.request.as_ref())?;
+                        let mut outcome = store.apply(entry.index, command.request.as_ref())?;
+                        self.track_lease_deadlines(command.request.as_ref(), &outcome);
+                        if let Ok(applied) = &mut outcome {
+                            if !applied.events.is_empty() {
+                                let events = std::mem::take(&mut applied.events);
+                                published.push((applied.revision, events));
+                            }
+                        }
                         if command.id != 0 {
                             replies.push((command.id, outcome));
                         }
@@ -265,6 +378,11 @@ impl Driver {
                     }
                 }
             }
+        }
+        // Watchers hear of a revision before its writer does, and only once the store lock is
+        // released (the hub's sync task takes the hub lock, then the store's).
+        for (revision, events) in published {
+            self.watch_hub.notify(revision, events);
         }
         for (id, outcome) in replies {
             if let Some(waiter) = self.waiters.remove(&id) {
@@ -280,6 +398,26 @@ impl Driver {
         self.applied_index = last_index;
         self.reads.on_applied(last_index);
         Ok(())
+    }
+
+    /// Keeps the leader's lease deadlines in step with applied grants and revokes.
+    fn track_lease_deadlines(
+        &mut self,
+        request: Option<&raft_command::Request>,
+        outcome: &Result<ApplyOutcome, EtcdError>,
+    ) {
+        if let Some(raft_command::Request::LeaseRevoke(revoke)) = request {
+            // Revoked now, or already gone (not found): either way there is nothing to expire.
+            self.lease_clock.remove(revoke.id);
+        }
+        if let Ok(ApplyOutcome {
+            response: Some(CommandResponse::LeaseGrant(granted)),
+            ..
+        }) = outcome
+        {
+            let now = tokio::time::Instant::now();
+            self.lease_clock.start(granted.id, granted.ttl, now);
+        }
     }
 
     /// Drops raft log entries once `snapshot_count` more were applied, keeping
@@ -316,6 +454,16 @@ impl Driver {
             );
             self.known_leader = leader;
         }
+        let leading = raft.state == StateRole::Leader;
+        if leading && !self.lease_clock.is_leading() {
+            let store = self.store.read();
+            let extend = Duration::from_millis(self.config.election_timeout_ms);
+            self.lease_clock
+                .promote(tokio::time::Instant::now(), store.leases().ttls(), extend);
+        } else if !leading && self.lease_clock.is_leading() {
+            self.lease_clock.demote();
+        }
+        let raft = &self.raw_node.raft;
         self.status.publish(NodeStatus {
             member_id: self.member_id,
             leader_id: raft.leader_id,

@@ -14,15 +14,19 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::engine::KvEngine;
 use crate::error::EtcdError;
+use crate::lease::MAX_LEASE_TTL;
 use crate::mvcc::{validate, CommandResponse, MvccStore};
 use crate::node::driver::{DriverRequest, ProposalResult};
 use crate::node::status::{NodeStatus, StatusCell};
 use crate::node::NodeConfig;
 use crate::pb::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Member,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseLeasesResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveResponse, Member, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::pb::k3rspb::{raft_command, ClusterIdentity, RaftCommand};
+use crate::watch::WatchHub;
 
 /// A handle on a running member.
 #[derive(Clone)]
@@ -35,6 +39,7 @@ struct Shared {
     identity: ClusterIdentity,
     engine: Arc<dyn KvEngine>,
     store: Arc<RwLock<MvccStore>>,
+    watch_hub: Arc<WatchHub>,
     status: Arc<StatusCell>,
     requests: mpsc::Sender<DriverRequest>,
     request_id_prefix: u64,
@@ -49,6 +54,7 @@ impl NodeHandle {
         identity: ClusterIdentity,
         engine: Arc<dyn KvEngine>,
         store: Arc<RwLock<MvccStore>>,
+        watch_hub: Arc<WatchHub>,
         status: Arc<StatusCell>,
         requests: mpsc::Sender<DriverRequest>,
         boot_count: u64,
@@ -64,6 +70,7 @@ impl NodeHandle {
                 identity,
                 engine,
                 store,
+                watch_hub,
                 status,
                 requests,
                 request_id_prefix,
@@ -92,6 +99,11 @@ impl NodeHandle {
     /// The MVCC store, for reads that need no raft round (tests, hashing, snapshots).
     pub fn store(&self) -> &Arc<RwLock<MvccStore>> {
         &self.shared.store
+    }
+
+    /// The member's watchers: open a stream on it to watch.
+    pub fn watch_hub(&self) -> &Arc<WatchHub> {
+        &self.shared.watch_hub
     }
 
     pub fn status(&self) -> NodeStatus {
@@ -189,6 +201,87 @@ impl NodeHandle {
         }
     }
 
+    /// Grants a lease. ID 0 asks the server to choose one (unique across members and restarts,
+    /// as request ids are); a TTL below the minimum is raised to it. Both are settled here, so
+    /// the raft entry says exactly what every member applies.
+    pub async fn lease_grant(
+        &self,
+        mut request: LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, EtcdError> {
+        if request.ttl > MAX_LEASE_TTL {
+            return Err(EtcdError::LeaseTtlTooLarge);
+        }
+        request.ttl = request.ttl.max(self.shared.config.min_lease_ttl());
+        if request.id == 0 {
+            request.id = (self.next_request_id() & (i64::MAX as u64)) as i64;
+        }
+        match self
+            .propose(raft_command::Request::LeaseGrant(request))
+            .await?
+        {
+            (CommandResponse::LeaseGrant(mut response), revision) => {
+                response.header = Some(self.header(revision));
+                Ok(response)
+            }
+            _ => Err(mismatched_response("lease grant")),
+        }
+    }
+
+    /// Revokes a lease, deleting every key attached to it at one revision.
+    pub async fn lease_revoke(
+        &self,
+        request: LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, EtcdError> {
+        match self
+            .propose(raft_command::Request::LeaseRevoke(request))
+            .await?
+        {
+            (CommandResponse::LeaseRevoke(mut response), revision) => {
+                response.header = Some(self.header(revision));
+                Ok(response)
+            }
+            _ => Err(mismatched_response("lease revoke")),
+        }
+    }
+
+    /// Renews lease `id` on the leader: its TTL, or `None` when it does not exist (or has
+    /// expired and awaits its revoke).
+    pub async fn lease_renew(&self, id: i64) -> Result<Option<i64>, EtcdError> {
+        let (respond, answer) = oneshot::channel();
+        self.submit(DriverRequest::LeaseRenew { id, respond }, answer)
+            .await
+    }
+
+    /// Lease `id`'s remaining and granted TTL (and keys, if asked), from the leader; `None` when
+    /// it does not exist.
+    pub async fn lease_time_to_live(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<Option<LeaseTimeToLiveResponse>, EtcdError> {
+        let (respond, answer) = oneshot::channel();
+        let mut response = self
+            .submit(DriverRequest::LeaseTimeToLive { id, keys, respond }, answer)
+            .await?;
+        if let Some(response) = &mut response {
+            response.header = Some(self.header(self.shared.store.read().current_revision()));
+        }
+        Ok(response)
+    }
+
+    /// Every lease this member knows, in ID order.
+    pub fn lease_leases(&self) -> LeaseLeasesResponse {
+        let store = self.shared.store.read();
+        LeaseLeasesResponse {
+            header: Some(self.header(store.current_revision())),
+            leases: store
+                .leases()
+                .ttls()
+                .map(|(id, _)| LeaseStatus { id })
+                .collect(),
+        }
+    }
+
     /// Reclaims the engine's free space (etcd's defragment); contents are unchanged.
     pub async fn defragment(&self) -> Result<(), EtcdError> {
         Ok(self.shared.engine.compact_storage()?)
@@ -221,8 +314,7 @@ impl NodeHandle {
         &self,
         request: raft_command::Request,
     ) -> Result<(CommandResponse, i64), EtcdError> {
-        let id = self.shared.request_id_prefix
-            | (self.shared.next_request_seq.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff);
+        let id = self.next_request_id();
         let data = RaftCommand {
             id,
             request: Some(request),
@@ -234,6 +326,12 @@ impl NodeHandle {
         let (respond, answer) = oneshot::channel::<ProposalResult>();
         self.submit(DriverRequest::Propose { id, data, respond }, answer)
             .await
+    }
+
+    /// A request id unique across members (member id prefix) and restarts (boot count).
+    fn next_request_id(&self) -> u64 {
+        self.shared.request_id_prefix
+            | (self.shared.next_request_seq.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff)
     }
 
     /// Hands `request` to the driver and waits for `answer`, all within the request timeout.

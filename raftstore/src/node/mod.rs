@@ -33,6 +33,7 @@ use crate::error::{EtcdError, StorageError};
 use crate::identity;
 use crate::mvcc::MvccStore;
 use crate::raft_log::RaftLogStore;
+use crate::watch::{HubConfig, WatchHub};
 use driver::Driver;
 use status::StatusCell;
 
@@ -124,6 +125,7 @@ pub fn start(
     }
 
     let store = Arc::new(RwLock::new(store));
+    let watch_hub = WatchHub::new(store.clone(), HubConfig::default());
     let status = Arc::new(StatusCell::new(status::NodeStatus {
         member_id,
         applied_index: applied,
@@ -131,17 +133,21 @@ pub fn start(
     }));
     let (requests_tx, requests_rx) = mpsc::channel(config.proposal_queue_capacity.max(1));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(watch_hub.clone().run(shutdown_rx.clone()));
     let handle = NodeHandle::new(
         config.clone(),
         identity,
         engine,
         store.clone(),
+        watch_hub.clone(),
         status.clone(),
         requests_tx,
         boot_count,
         shutdown_tx,
     );
-    let driver = Driver::new(raw_node, log, store, status, transport, config, member_id);
+    let driver = Driver::new(
+        raw_node, log, store, watch_hub, status, transport, config, member_id,
+    );
     let driver = tokio::spawn(driver.run(requests_rx, shutdown_rx));
     tracing::info!(member = %format!("{member_id:x}"), applied, commit = hard_state.commit, "member started");
     Ok(RunningNode {

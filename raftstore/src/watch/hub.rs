@@ -1,0 +1,588 @@
+//! `WatchHub`: every watcher of a member, fed by the apply path and by the store's history.
+//!
+//! Each watcher is in exactly one state, as in etcd's watchable store:
+//! - **synced**: it has every event up to the hub's revision queued; the apply path hands it new
+//!   events directly ([`WatchHub::notify`]);
+//! - **unsynced**: it starts in the past or fell behind; the sync task reads its missing events
+//!   from the store, oldest first, a bounded batch at a time, until it catches up;
+//! - **victim**: its stream's queue was full; it holds the one message that did not fit, takes
+//!   no new events, and is retried as soon as the queue has room — then it becomes synced, or
+//!   unsynced if it missed revisions meanwhile.
+//!
+//! Guarantees:
+//! - a watcher gets every change in its range from its start revision on, exactly once, in
+//!   revision order, and all the events of one revision in one message;
+//! - the hub's revision only moves in [`WatchHub::notify`], after the store applied that
+//!   revision, and every read of history and every new synced watcher is decided under the same
+//!   lock — so the hand-over from history to live events has no gap and no duplicate;
+//! - a progress message never runs ahead: it is sent only for watchers that are synced, and is
+//!   stamped with the hub's revision, all of whose events are already queued before it;
+//! - memory per watcher is bounded: a stream queues at most `queue_capacity` event messages, a
+//!   victim holds one, and history is read at most `sync_batch_events` events at a time;
+//! - a watcher whose next revision was compacted away gets one `Compacted` message and is
+//!   removed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{watch, Notify};
+
+use super::group::{WatcherGroup, WatcherKey};
+use super::key_range::KeyRange;
+use super::queue::{Delivery, EventSlice, Queued, StreamQueue, WatchMessage};
+use crate::error::StorageError;
+use crate::mvcc::MvccStore;
+use crate::pb::mvccpb::{event::EventType, Event};
+
+/// Limits of the hub.
+#[derive(Debug, Clone, Copy)]
+pub struct HubConfig {
+    /// Event messages a stream may have waiting before its watchers are parked (etcd: 128).
+    pub queue_capacity: usize,
+    /// Most events read from the store in one round of catching up.
+    pub sync_batch_events: usize,
+    /// Pause between rounds of catching up and retrying parked watchers (etcd: 100 ms).
+    pub sync_interval: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 128,
+            sync_batch_events: 10_000,
+            sync_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A request to watch, as etcd's `WatchCreateRequest` after the gRPC layer read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchCreate {
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+    /// First revision wanted; 0 (or less) means "after the current revision".
+    pub start_revision: i64,
+    /// A client-chosen watch id; 0 lets the stream pick the next free one.
+    pub watch_id: i64,
+    pub prev_kv: bool,
+    pub no_put: bool,
+    pub no_delete: bool,
+}
+
+/// etcd's text for a client-chosen watch id already in use on the stream.
+pub const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+
+#[derive(Debug)]
+enum State {
+    Synced,
+    Unsynced,
+    /// Parked with the messages that did not fit in its stream's queue.
+    Victim(Vec<Queued>),
+}
+
+#[derive(Debug)]
+struct Watcher {
+    range: KeyRange,
+    /// The next revision this watcher needs.
+    next_revision: i64,
+    prev_kv: bool,
+    no_put: bool,
+    no_delete: bool,
+    state: State,
+}
+
+impl Watcher {
+    fn wants(&self, event: &Event) -> bool {
+        let is_put = event.r#type == EventType::Put as i32;
+        !(is_put && self.no_put || !is_put && self.no_delete)
+    }
+}
+
+struct StreamEntry {
+    queue: Arc<StreamQueue>,
+    next_watch_id: i64,
+    watch_ids: BTreeSet<i64>,
+}
+
+#[derive(Default)]
+struct HubState {
+    /// The last revision published by `notify` (the store's revision when the hub started).
+    revision: i64,
+    next_stream_id: u64,
+    streams: HashMap<u64, StreamEntry>,
+    watchers: HashMap<WatcherKey, Watcher>,
+    synced: WatcherGroup,
+    unsynced: WatcherGroup,
+    victims: BTreeSet<WatcherKey>,
+}
+
+/// The watchers of one member.
+pub struct WatchHub {
+    state: Mutex<HubState>,
+    store: Arc<RwLock<MvccStore>>,
+    config: HubConfig,
+    /// Wakes the sync task: new unsynced watchers, or room in a full queue.
+    wake: Arc<Notify>,
+}
+
+impl WatchHub {
+    pub fn new(store: Arc<RwLock<MvccStore>>, config: HubConfig) -> Arc<Self> {
+        let revision = store.read().current_revision();
+        Arc::new(Self {
+            state: Mutex::new(HubState {
+                revision,
+                ..Default::default()
+            }),
+            store,
+            config,
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The last revision published to watchers.
+    pub fn revision(&self) -> i64 {
+        self.state.lock().revision
+    }
+
+    /// Opens a stream that carries many watches; they end when it is dropped.
+    pub fn open_stream(self: &Arc<Self>) -> WatchStream {
+        let queue = Arc::new(StreamQueue::new(
+            self.config.queue_capacity,
+            Arc::clone(&self.wake),
+        ));
+        let mut state = self.state.lock();
+        let id = state.next_stream_id;
+        state.next_stream_id += 1;
+        state.streams.insert(
+            id,
+            StreamEntry {
+                queue: Arc::clone(&queue),
+                next_watch_id: 0,
+                watch_ids: BTreeSet::new(),
+            },
+        );
+        WatchStream {
+            hub: Arc::clone(self),
+            id,
+            queue,
+        }
+    }
+
+    /// Publishes the events of one applied revision. Call after the store applied it, without
+    /// holding the store's lock, in revision order.
+    pub fn notify(&self, revision: i64, events: Vec<Event>) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        state.revision = state.revision.max(revision);
+        if events.is_empty() || state.synced.is_empty() {
+            return;
+        }
+        let batch = Arc::new(events);
+        let mut chosen: HashMap<WatcherKey, Vec<u32>> = HashMap::new();
+        for (index, event) in batch.iter().enumerate() {
+            let Some(kv) = &event.kv else { continue };
+            state.synced.for_each_watching(&kv.key, |watcher| {
+                chosen.entry(watcher).or_default().push(index as u32);
+            });
+        }
+        for (key, selected) in chosen {
+            let Some(watcher) = state.watchers.get_mut(&key) else {
+                continue;
+            };
+            if revision < watcher.next_revision {
+                continue; // a watcher that starts in the future
+            }
+            watcher.next_revision = revision + 1;
+            let selected: Vec<u32> = selected
+                .into_iter()
+                .filter(|&index| watcher.wants(&batch[index as usize]))
+                .collect();
+            if selected.is_empty() {
+                continue;
+            }
+            let item = Queued::Events {
+                watch_id: key.1,
+                slice: EventSlice {
+                    batch: Arc::clone(&batch),
+                    selected,
+                    with_prev_kv: watcher.prev_kv,
+                },
+            };
+            let Some(stream) = state.streams.get(&key.0) else {
+                continue;
+            };
+            if let Err(item) = stream.queue.try_push_events(revision, item) {
+                state.synced.remove(key, &watcher.range);
+                watcher.state = State::Victim(vec![item]);
+                state.victims.insert(key);
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Runs the sync task until `shutdown` turns true: catches unsynced watchers up from the
+    /// store and retries parked ones, whenever woken and at least every `sync_interval`.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.config.sync_interval) => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            self.retry_victims();
+            // Each round reads a bounded batch; yield between rounds so others run.
+            loop {
+                match self.sync_unsynced() {
+                    Ok(true) => tokio::task::yield_now().await,
+                    Ok(false) => break,
+                    Err(err) => {
+                        tracing::error!(error = %err, "reading history for watchers failed; retrying");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tries to queue the parked messages of every victim.
+    pub(crate) fn retry_victims(&self) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let victims: Vec<WatcherKey> = state.victims.iter().copied().collect();
+        for key in victims {
+            let Some(watcher) = state.watchers.get_mut(&key) else {
+                state.victims.remove(&key);
+                continue;
+            };
+            let Some(stream) = state.streams.get(&key.0) else {
+                continue;
+            };
+            let State::Victim(pending) = std::mem::replace(&mut watcher.state, State::Synced)
+            else {
+                state.victims.remove(&key);
+                continue;
+            };
+            let mut pending = pending.into_iter();
+            let mut left = Vec::new();
+            for item in pending.by_ref() {
+                if let Err(item) = stream.queue.try_push_events(state.revision, item) {
+                    left.push(item);
+                    break;
+                }
+            }
+            left.extend(pending);
+            if !left.is_empty() {
+                watcher.state = State::Victim(left);
+                continue;
+            }
+            state.victims.remove(&key);
+            if watcher.next_revision <= state.revision {
+                watcher.state = State::Unsynced;
+                state.unsynced.insert(key, &watcher.range);
+            } else {
+                watcher.state = State::Synced;
+                state.synced.insert(key, &watcher.range);
+            }
+        }
+        if !state.unsynced.is_empty() {
+            self.wake.notify_one();
+        }
+    }
+
+    /// One round of catching up: cancels watchers whose history was compacted away, reads the
+    /// next batch of history for the rest and queues it. Returns whether unsynced watchers are
+    /// left that could make progress now.
+    pub(crate) fn sync_unsynced(&self) -> Result<bool, StorageError> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if state.unsynced.is_empty() {
+            return Ok(false);
+        }
+        let store = self.store.read();
+        let revision = state.revision;
+        let compacted = store.compact_revision();
+        let members: Vec<WatcherKey> = state.unsynced.members().collect();
+        let mut oldest = i64::MAX;
+        let mut any_prev_kv = false;
+        for key in members {
+            let Some(watcher) = state.watchers.get(&key) else {
+                continue;
+            };
+            if watcher.next_revision < compacted {
+                let range = watcher.range.clone();
+                state.unsynced.remove(key, &range);
+                state.watchers.remove(&key);
+                if let Some(stream) = state.streams.get_mut(&key.0) {
+                    stream.watch_ids.remove(&key.1);
+                    stream.queue.push_control(
+                        revision,
+                        WatchMessage::Compacted {
+                            watch_id: key.1,
+                            compact_revision: compacted,
+                        },
+                    );
+                }
+            } else if watcher.next_revision > revision {
+                let range = watcher.range.clone();
+                state.unsynced.remove(key, &range);
+                state.synced.insert(key, &range);
+                if let Some(watcher) = state.watchers.get_mut(&key) {
+                    watcher.state = State::Synced;
+                }
+            } else {
+                oldest = oldest.min(watcher.next_revision);
+                any_prev_kv |= watcher.prev_kv;
+            }
+        }
+        if state.unsynced.is_empty() {
+            return Ok(false);
+        }
+        let history =
+            store.history(oldest, revision, self.config.sync_batch_events, any_prev_kv)?;
+        drop(store);
+        let batch = Arc::new(history.events);
+        let mut chosen: HashMap<WatcherKey, Vec<u32>> = HashMap::new();
+        for (index, event) in batch.iter().enumerate() {
+            let Some(kv) = &event.kv else { continue };
+            state.unsynced.for_each_watching(&kv.key, |watcher| {
+                chosen.entry(watcher).or_default().push(index as u32);
+            });
+        }
+        let members: Vec<WatcherKey> = state.unsynced.members().collect();
+        for key in members {
+            let Some(watcher) = state.watchers.get_mut(&key) else {
+                continue;
+            };
+            if watcher.next_revision > history.through {
+                continue;
+            }
+            let selected: Vec<u32> = chosen
+                .remove(&key)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|&index| {
+                    let event = &batch[index as usize];
+                    let mod_revision = event.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+                    mod_revision >= watcher.next_revision && watcher.wants(event)
+                })
+                .collect();
+            watcher.next_revision = history.through + 1;
+            let caught_up = watcher.next_revision > revision;
+            let range = watcher.range.clone();
+            if !selected.is_empty() {
+                let item = Queued::Events {
+                    watch_id: key.1,
+                    slice: EventSlice {
+                        batch: Arc::clone(&batch),
+                        selected,
+                        with_prev_kv: watcher.prev_kv,
+                    },
+                };
+                let Some(stream) = state.streams.get(&key.0) else {
+                    continue;
+                };
+                if let Err(item) = stream.queue.try_push_events(revision, item) {
+                    state.unsynced.remove(key, &range);
+                    watcher.state = State::Victim(vec![item]);
+                    state.victims.insert(key);
+                    continue;
+                }
+            }
+            if caught_up {
+                state.unsynced.remove(key, &range);
+                state.synced.insert(key, &range);
+                watcher.state = State::Synced;
+            }
+        }
+        Ok(!state.unsynced.is_empty() && history.through < revision)
+    }
+
+    fn create(&self, stream_id: u64, request: WatchCreate) -> Option<i64> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let revision = state.revision;
+        let stream = state.streams.get_mut(&stream_id)?;
+        let refuse = |stream: &StreamEntry, reason: String| {
+            stream
+                .queue
+                .push_control(revision, WatchMessage::Refused { reason });
+            None
+        };
+        let range = match KeyRange::new(&request.key, &request.range_end) {
+            Ok(range) => range,
+            Err(err) => return refuse(stream, err.to_string()),
+        };
+        let watch_id = if request.watch_id == 0 {
+            while stream.watch_ids.contains(&stream.next_watch_id) {
+                stream.next_watch_id += 1;
+            }
+            stream.next_watch_id += 1;
+            stream.next_watch_id - 1
+        } else if stream.watch_ids.contains(&request.watch_id) {
+            return refuse(stream, DUPLICATE_WATCH_ID.to_string());
+        } else {
+            request.watch_id
+        };
+        stream.watch_ids.insert(watch_id);
+        stream
+            .queue
+            .push_control(revision, WatchMessage::Created { watch_id });
+        let next_revision = if request.start_revision <= 0 {
+            revision + 1
+        } else {
+            request.start_revision
+        };
+        let key = (stream_id, watch_id);
+        let in_past = next_revision <= revision;
+        let watcher = Watcher {
+            range: range.clone(),
+            next_revision,
+            prev_kv: request.prev_kv,
+            no_put: request.no_put,
+            no_delete: request.no_delete,
+            state: if in_past {
+                State::Unsynced
+            } else {
+                State::Synced
+            },
+        };
+        if in_past {
+            state.unsynced.insert(key, &range);
+            self.wake.notify_one();
+        } else {
+            state.synced.insert(key, &range);
+        }
+        state.watchers.insert(key, watcher);
+        Some(watch_id)
+    }
+
+    fn cancel(&self, stream_id: u64, watch_id: i64) -> bool {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let revision = state.revision;
+        let key = (stream_id, watch_id);
+        if !remove_watcher(state, key) {
+            return false;
+        }
+        if let Some(stream) = state.streams.get(&stream_id) {
+            stream
+                .queue
+                .push_control(revision, WatchMessage::Canceled { watch_id });
+        }
+        true
+    }
+
+    /// Queues a progress message with `watch_id` on the stream if every watcher in `which` is
+    /// synced; returns whether they were.
+    fn progress(&self, stream_id: u64, which: Option<i64>, watch_id: i64) -> bool {
+        let state = self.state.lock();
+        let Some(stream) = state.streams.get(&stream_id) else {
+            return false;
+        };
+        let mut watched = match which {
+            Some(id) => vec![id],
+            None => stream.watch_ids.iter().copied().collect(),
+        };
+        watched.retain(|id| state.watchers.contains_key(&(stream_id, *id)));
+        if watched.is_empty() {
+            // Nothing to report on: etcd sends nothing either.
+            return true;
+        }
+        let all_synced = watched
+            .iter()
+            .all(|id| state.synced.contains(&(stream_id, *id)));
+        if all_synced {
+            stream
+                .queue
+                .push_control(state.revision, WatchMessage::Progress { watch_id });
+        }
+        all_synced
+    }
+
+    fn close_stream(&self, stream_id: u64) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let Some(stream) = state.streams.remove(&stream_id) else {
+            return;
+        };
+        for watch_id in stream.watch_ids {
+            remove_watcher(state, (stream_id, watch_id));
+        }
+    }
+
+    /// Watchers by state: (synced, unsynced, parked).
+    pub fn watcher_counts(&self) -> (usize, usize, usize) {
+        let state = self.state.lock();
+        (
+            state.synced.len(),
+            state.unsynced.len(),
+            state.victims.len(),
+        )
+    }
+}
+
+/// Removes a watcher from every group and its stream's ids; false if it did not exist.
+fn remove_watcher(state: &mut HubState, key: WatcherKey) -> bool {
+    let Some(watcher) = state.watchers.remove(&key) else {
+        return false;
+    };
+    state.synced.remove(key, &watcher.range);
+    state.unsynced.remove(key, &watcher.range);
+    state.victims.remove(&key);
+    if let Some(stream) = state.streams.get_mut(&key.0) {
+        stream.watch_ids.remove(&key.1);
+    }
+    true
+}
+
+/// One client stream of watches. Dropping it removes all its watchers.
+pub struct WatchStream {
+    hub: Arc<WatchHub>,
+    id: u64,
+    queue: Arc<StreamQueue>,
+}
+
+impl WatchStream {
+    /// Creates a watch; a `Created` (or `Refused`) message is queued before any of its events.
+    /// Returns the watch id, or `None` when refused.
+    pub fn watch(&self, request: WatchCreate) -> Option<i64> {
+        self.hub.create(self.id, request)
+    }
+
+    /// Cancels a watch, queueing `Canceled`; false (and nothing queued) if it does not exist.
+    pub fn cancel(&self, watch_id: i64) -> bool {
+        self.hub.cancel(self.id, watch_id)
+    }
+
+    /// etcd's progress request: if every watcher of the stream is synced, queues
+    /// `Progress { watch_id: -1 }` and returns true; otherwise returns false and queues nothing.
+    pub fn request_progress_all(&self) -> bool {
+        self.hub.progress(self.id, None, -1)
+    }
+
+    /// A periodic progress notification for one watcher: queued only if it is synced.
+    pub fn request_progress(&self, watch_id: i64) -> bool {
+        self.hub.progress(self.id, Some(watch_id), watch_id)
+    }
+
+    /// The next message for this stream, waiting for one.
+    pub async fn next(&self) -> Delivery {
+        self.queue.pop().await
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_next(&self) -> Option<Delivery> {
+        self.queue.try_pop()
+    }
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        self.hub.close_stream(self.id);
+    }
+}

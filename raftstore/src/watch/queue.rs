@@ -1,0 +1,251 @@
+//! `StreamQueue`: what the hub has for one watch stream, waiting to be sent.
+//!
+//! Guarantees:
+//! - messages come out in the order they went in, each stamped with the hub's revision at the
+//!   moment it went in — so header revisions on a stream never go backwards;
+//! - at most `capacity` event messages wait at once: [`StreamQueue::try_push_events`] refuses
+//!   more, and the hub then parks the watcher (a victim) instead of growing memory; control
+//!   messages (created, canceled, progress) are always accepted, and there is at most one per
+//!   client request;
+//! - events are shared between watchers until the stream's own task copies them out in
+//!   [`StreamQueue::pop`], so publishing a revision to many watchers costs no copies on the apply
+//!   path.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::pb::mvccpb::Event;
+
+/// One response's worth of news for a watch stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchMessage {
+    /// The watch was created.
+    Created { watch_id: i64 },
+    /// The create request was refused (etcd answers `created` and `canceled` with watch id −1
+    /// and the reason).
+    Refused { reason: String },
+    /// Events of one or more whole revisions, in order.
+    Events { watch_id: i64, events: Vec<Event> },
+    /// The watcher needs history that compaction removed; it is gone.
+    Compacted {
+        watch_id: i64,
+        compact_revision: i64,
+    },
+    /// The watch was canceled by request.
+    Canceled { watch_id: i64 },
+    /// Every event up to the stamped revision was delivered (watch id −1: for the whole stream).
+    Progress { watch_id: i64 },
+}
+
+/// A message with the hub revision it was stamped with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub revision: i64,
+    pub message: WatchMessage,
+}
+
+/// Events of a shared batch chosen for one watcher.
+#[derive(Debug, Clone)]
+pub(super) struct EventSlice {
+    pub batch: Arc<Vec<Event>>,
+    pub selected: Vec<u32>,
+    pub with_prev_kv: bool,
+}
+
+impl EventSlice {
+    fn materialize(&self) -> Vec<Event> {
+        self.selected
+            .iter()
+            .filter_map(|&index| self.batch.get(index as usize))
+            .map(|event| {
+                let mut event = event.clone();
+                if !self.with_prev_kv {
+                    event.prev_kv = None;
+                }
+                event
+            })
+            .collect()
+    }
+}
+
+/// A message as queued: events still shared.
+#[derive(Debug, Clone)]
+pub(super) enum Queued {
+    Control(WatchMessage),
+    Events { watch_id: i64, slice: EventSlice },
+}
+
+#[derive(Default)]
+struct Inner {
+    items: VecDeque<(i64, Queued)>,
+    event_items: usize,
+}
+
+pub(super) struct StreamQueue {
+    inner: Mutex<Inner>,
+    capacity: usize,
+    ready: Notify,
+    /// Woken when a full queue gets room, so the hub retries its parked watchers at once.
+    room: Arc<Notify>,
+}
+
+impl StreamQueue {
+    pub fn new(capacity: usize, room: Arc<Notify>) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            capacity: capacity.max(1),
+            ready: Notify::new(),
+            room,
+        }
+    }
+
+    /// Queues an event message unless `capacity` are already waiting; gives it back if so.
+    pub fn try_push_events(&self, revision: i64, item: Queued) -> Result<(), Queued> {
+        let mut inner = self.inner.lock();
+        if inner.event_items >= self.capacity {
+            return Err(item);
+        }
+        inner.event_items += 1;
+        inner.items.push_back((revision, item));
+        drop(inner);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Queues a control message; always accepted.
+    pub fn push_control(&self, revision: i64, message: WatchMessage) {
+        self.inner
+            .lock()
+            .items
+            .push_back((revision, Queued::Control(message)));
+        self.ready.notify_one();
+    }
+
+    /// The next message, waiting for one. Only the stream's own task may call this.
+    pub async fn pop(&self) -> Delivery {
+        loop {
+            if let Some(delivery) = self.try_pop() {
+                return delivery;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_pop(&self) -> Option<Delivery> {
+        let mut inner = self.inner.lock();
+        let (revision, item) = inner.items.pop_front()?;
+        let message = match item {
+            Queued::Control(message) => message,
+            Queued::Events { watch_id, slice } => {
+                let was_full = inner.event_items >= self.capacity;
+                inner.event_items -= 1;
+                drop(inner);
+                if was_full {
+                    self.room.notify_one();
+                }
+                WatchMessage::Events {
+                    watch_id,
+                    events: slice.materialize(),
+                }
+            }
+        };
+        Some(Delivery { revision, message })
+    }
+
+    /// Event messages waiting.
+    #[cfg(test)]
+    pub fn event_backlog(&self) -> usize {
+        self.inner.lock().event_items
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::mvccpb::KeyValue;
+
+    fn event(key: &str, with_prev: bool) -> Event {
+        Event {
+            r#type: 0,
+            kv: Some(KeyValue {
+                key: key.as_bytes().to_vec(),
+                ..Default::default()
+            }),
+            prev_kv: with_prev.then(KeyValue::default),
+        }
+    }
+
+    fn events_item(watch_id: i64, batch: &Arc<Vec<Event>>, selected: Vec<u32>) -> Queued {
+        Queued::Events {
+            watch_id,
+            slice: EventSlice {
+                batch: Arc::clone(batch),
+                selected,
+                with_prev_kv: false,
+            },
+        }
+    }
+
+    #[test]
+    fn event_messages_are_bounded_but_control_messages_are_not() {
+        let room = Arc::new(Notify::new());
+        let queue = StreamQueue::new(2, room);
+        let batch = Arc::new(vec![event("a", true)]);
+        assert!(queue
+            .try_push_events(2, events_item(0, &batch, vec![0]))
+            .is_ok());
+        assert!(queue
+            .try_push_events(3, events_item(0, &batch, vec![0]))
+            .is_ok());
+        assert!(queue
+            .try_push_events(4, events_item(0, &batch, vec![0]))
+            .is_err());
+        queue.push_control(4, WatchMessage::Canceled { watch_id: 0 });
+        assert_eq!(queue.event_backlog(), 2);
+        let first = queue.try_pop().expect("first");
+        assert_eq!(first.revision, 2);
+        assert!(queue
+            .try_push_events(5, events_item(0, &batch, vec![0]))
+            .is_ok());
+    }
+
+    #[test]
+    fn popped_events_are_the_selected_ones_in_order_without_unwanted_prev_kv() {
+        let queue = StreamQueue::new(8, Arc::new(Notify::new()));
+        let batch = Arc::new(vec![event("a", true), event("b", true), event("c", true)]);
+        queue
+            .try_push_events(7, events_item(3, &batch, vec![0, 2]))
+            .expect("room");
+        let delivery = queue.try_pop().expect("queued");
+        assert_eq!(delivery.revision, 7);
+        let WatchMessage::Events { watch_id, events } = delivery.message else {
+            panic!("expected events, got {:?}", delivery.message);
+        };
+        assert_eq!(watch_id, 3);
+        let keys: Vec<_> = events
+            .iter()
+            .map(|e| e.kv.as_ref().expect("kv").key.clone())
+            .collect();
+        assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
+        assert!(events.iter().all(|e| e.prev_kv.is_none()));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_that_drains_wakes_the_hub() {
+        let room = Arc::new(Notify::new());
+        let queue = StreamQueue::new(1, Arc::clone(&room));
+        let batch = Arc::new(vec![event("a", false)]);
+        queue
+            .try_push_events(2, events_item(0, &batch, vec![0]))
+            .expect("room");
+        let woken = room.notified();
+        let _ = queue.pop().await;
+        tokio::time::timeout(std::time::Duration::from_secs(1), woken)
+            .await
+            .expect("the hub is woken when room appears");
+    }
+}
