@@ -481,7 +481,6 @@ async fn put_with_ignore_value_and_a_value_fails_value_is_provided() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs LeaseGrant, which arrives with the Watch and Lease issue (#3)"]
 async fn put_with_ignore_lease_keeps_the_lease_and_sets_the_value() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -508,7 +507,6 @@ async fn put_with_ignore_lease_keeps_the_lease_and_sets_the_value() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs LeaseGrant, which arrives with the Watch and Lease issue (#3)"]
 async fn put_with_ignore_lease_and_a_lease_fails_lease_is_provided() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
@@ -695,7 +693,6 @@ async fn txn_value_compare_selects_the_branch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs LeaseGrant, which arrives with the Watch and Lease issue (#3)"]
 async fn txn_lease_compare_selects_the_branch() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
