@@ -148,12 +148,6 @@ impl EtcdArgs {
                 peer_urls: peer_urls.clone(),
             }],
         };
-        if initial_cluster.len() > 1 {
-            bail!(
-                "--initial-cluster names {} members; multi-member clusters arrive with replication",
-                initial_cluster.len()
-            );
-        }
         let listen_client = split_list(&self.listen_client_urls);
         let mut settings = MemberSettings::new(
             data_dir,
@@ -162,6 +156,7 @@ impl EtcdArgs {
             listen_client.first().cloned().unwrap_or_default(),
         )?;
         settings.set_listen_client_urls(&listen_client)?;
+        settings.set_listen_peer_urls(&split_list(&self.listen_peer_urls))?;
         settings.node.initial_cluster = initial_cluster;
         settings.node.initial_cluster_token = self.initial_cluster_token.clone();
         settings.node.advertise_client_urls = split_list(&self.advertise_client_urls);

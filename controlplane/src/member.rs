@@ -4,12 +4,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use raftstore::engine::EngineKind;
 use raftstore::identity::InitialMember;
-use raftstore::node::{NoPeers, NodeConfig};
+use raftstore::node::NodeConfig;
 use tokio::sync::watch;
 
 use etcd_api::Net as _;
@@ -24,6 +23,9 @@ pub struct MemberSettings {
     pub engine: EngineKind,
     pub node: NodeConfig,
     pub listen_client: Vec<SocketAddr>,
+    /// Where other members reach this one (etcd's `--listen-peer-urls`); only listened on when
+    /// the cluster has other members.
+    pub listen_peer: Vec<SocketAddr>,
 }
 
 impl MemberSettings {
@@ -48,7 +50,13 @@ impl MemberSettings {
             engine: EngineKind::default_kind(),
             node,
             listen_client: vec![listen_addr(&client_url)?],
+            listen_peer: Vec::new(),
         })
+    }
+
+    pub fn set_listen_peer_urls(&mut self, urls: &[String]) -> Result<()> {
+        self.listen_peer = urls.iter().map(|u| listen_addr(u)).collect::<Result<_>>()?;
+        Ok(())
     }
 
     pub fn set_listen_client_urls(&mut self, urls: &[String]) -> Result<()> {
@@ -81,15 +89,41 @@ pub async fn run(settings: MemberSettings) -> Result<()> {
         .with_context(|| format!("opening the store in {}", engine_dir.display()))?;
     tracing::info!(engine = engine.kind(), dir = %engine_dir.display(), "storage engine open");
 
-    let running = raftstore::node::start(engine, settings.node, Arc::new(NoPeers))
+    let transport = etcd_api::GrpcTransport::new();
+    let running = raftstore::node::start(engine, settings.node, transport.clone())
         .with_context(|| format!("starting the member in {}", settings.data_dir.display()))?;
+    let handle = &running.handle;
+    let members = handle.members();
+    transport
+        .connect_members(handle.cluster_id(), handle.member_id(), &members)
+        .map_err(anyhow::Error::msg)
+        .context("connecting to the other members")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = Vec::new();
+    // Peers must reach this member before it can catch up, so the peer port opens first.
+    if members.len() > 1 {
+        for addr in &settings.listen_peer {
+            let incoming = etcd_api::TokioNet
+                .listen(*addr)
+                .await
+                .with_context(|| format!("listening for peers on {addr}"))?;
+            let mut stop = stop_rx.clone();
+            let handle = running.handle.clone();
+            servers.push(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                };
+                etcd_api::serve_peers(handle, incoming, shutdown).await
+            }));
+            tracing::info!(%addr, "listening for peers");
+        }
+    }
     running
         .ready()
         .await
         .context("waiting for the member to catch up")?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut servers = Vec::new();
     for addr in &settings.listen_client {
         let incoming = etcd_api::TokioNet
             .listen(*addr)

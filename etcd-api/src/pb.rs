@@ -16,3 +16,12 @@ pub mod etcdserverpb {
 
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
 }
+
+/// k3rs's own peer protocol (`k3rspb.RaftPeer`): raftstore's messages plus the generated
+/// service.
+#[allow(clippy::all, missing_docs)]
+pub mod k3rspb {
+    pub use raftstore::pb::k3rspb::*;
+
+    include!(concat!(env!("OUT_DIR"), "/k3rspb.rs"));
+}

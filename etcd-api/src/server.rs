@@ -28,6 +28,8 @@ use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::pb::etcdserverpb::watch_server::WatchServer;
+use crate::pb::k3rspb::raft_peer_server::RaftPeerServer;
+use crate::peer::PeerService;
 use crate::receive_limit::ReceiveLimitStatus;
 use crate::watch::WatchService;
 
@@ -104,6 +106,29 @@ where
         .add_service(maintenance)
         .add_service(cluster)
         .add_service(health)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Serves the peer (raft) service for `handle` on the connections of `incoming` until
+/// `shutdown` resolves.
+pub async fn serve_peers<I, IO, IE>(
+    handle: NodeHandle,
+    incoming: I,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError>
+where
+    I: Stream<Item = Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let peer = RaftPeerServer::new(PeerService::new(handle))
+        .max_decoding_message_size(crate::peer::MAX_BATCH_BYTES);
+    Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(peer)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -9,8 +9,8 @@
 //!   of the stream is synced (at once if they are, else as soon as they are);
 //! - watchers created with `progress_notify` get a progress notification every
 //!   `watch_progress_notify_interval` in which they got no events;
-//! - a response of at least max-request-bytes with two or more events is split into fragments
-//!   when the watch asked for it;
+//! - a response of at least max-request-bytes + 512 KiB (etcd's gRPC receive limit) with two
+//!   or more events is split into fragments when the watch asked for it;
 //! - with the `hasleader` metadata the stream is refused without a leader, and ended after three
 //!   election timeouts without one.
 //!
@@ -251,7 +251,9 @@ impl Session {
             }
             WatchMessage::Progress { watch_id } => response.watch_id = watch_id,
         }
-        let limit = self.handle.config().max_request_bytes;
+        // etcd splits at its gRPC receive limit, not at max-request-bytes itself.
+        let limit =
+            self.handle.config().max_request_bytes + crate::server::GRPC_RECEIVE_OVERHEAD_BYTES;
         let parts = if fragment {
             fragments(response, limit)
         } else {

@@ -331,3 +331,4 @@ pub fn assert_grpc_error<T: std::fmt::Debug>(
         "unexpected error status: {status:?}"
     );
 }
+pub mod cluster;

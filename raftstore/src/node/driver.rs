@@ -49,6 +49,10 @@ pub enum DriverRequest {
     },
     /// Wait for a linearizable read point.
     ReadIndex { respond: ReadResponder },
+    /// Raft messages from peers.
+    Step {
+        messages: Vec<raft::eraftpb::Message>,
+    },
     /// Renew lease `id` (leader only): answers its TTL, or `None` when it does not exist or
     /// has already expired.
     LeaseRenew {
@@ -177,6 +181,9 @@ impl Driver {
 
     fn on_tick(&mut self) {
         self.raw_node.tick();
+        for peer in self.transport.take_unreachable() {
+            self.raw_node.report_unreachable(peer);
+        }
         if let Some(context) = self.reads.tick() {
             self.raw_node.read_index(context);
         }
@@ -223,6 +230,14 @@ impl Driver {
                     let _ = respond.send(Err(EtcdError::NoLeader));
                 } else {
                     self.reads.enqueue(respond);
+                }
+            }
+            DriverRequest::Step { messages } => {
+                for message in messages {
+                    let from = message.from;
+                    if let Err(err) = self.raw_node.step(message) {
+                        tracing::debug!(from = %format!("{from:x}"), error = %err, "raft message not stepped");
+                    }
                 }
             }
             DriverRequest::LeaseRenew { id, respond } => {

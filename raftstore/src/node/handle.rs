@@ -287,6 +287,16 @@ impl NodeHandle {
         Ok(self.shared.engine.compact_storage()?)
     }
 
+    /// Hands raft messages from a peer to the driver, waiting while its queue is full (the
+    /// peer's sender then backs off). Fails only once the member stopped.
+    pub async fn step(&self, messages: Vec<raft::eraftpb::Message>) -> Result<(), EtcdError> {
+        self.shared
+            .requests
+            .send(DriverRequest::Step { messages })
+            .await
+            .map_err(|_| EtcdError::Stopped)
+    }
+
     /// Waits until this member has applied everything committed when the call began, as seen
     /// by the leader (ReadIndex): local reads after it are linearizable.
     pub async fn read_barrier(&self) -> Result<(), EtcdError> {

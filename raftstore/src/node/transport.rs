@@ -9,6 +9,12 @@ use raft::eraftpb::Message;
 pub trait RaftTransport: Send + Sync + 'static {
     /// Queues `messages` for delivery; never blocks.
     fn send(&self, messages: Vec<Message>);
+
+    /// Peers a delivery failed to since the last call (the driver reports them to raft, which
+    /// then probes them gently instead of streaming entries).
+    fn take_unreachable(&self) -> Vec<u64> {
+        Vec::new()
+    }
 }
 
 /// The transport of a cluster with a single voter: there is nobody to talk to, so any message

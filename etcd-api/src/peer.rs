@@ -1,0 +1,220 @@
+//! The peer service and transport: raft messages between the members of one cluster.
+//!
+//! Server side ([`PeerService`]): a batch is accepted only from the same cluster and for this
+//! member, decoded, and handed to the raft loop; an undecodable message refuses the whole batch.
+//!
+//! Client side ([`GrpcTransport`], raftstore's `RaftTransport`): `send` never blocks the raft
+//! loop — each peer has a bounded queue, drained by its own task that sends what is queued in
+//! one call with a deadline. A full queue or a failed call drops those messages and reports the
+//! peer unreachable (raft retransmits what matters); the connection is re-established on the
+//! next call, at most every [`RETRY_BACKOFF`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use protobuf::Message as _;
+use raftstore::node::{NodeHandle, RaftTransport};
+use raftstore::pb::etcdserverpb::Member;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::pb::k3rspb::raft_peer_client::RaftPeerClient;
+use crate::pb::k3rspb::raft_peer_server::RaftPeer;
+use crate::pb::k3rspb::{RaftAck, RaftBatch};
+
+/// Messages queued per peer before further ones are dropped.
+pub const PEER_QUEUE_CAPACITY: usize = 4096;
+/// Most messages sent in one call.
+pub const MAX_BATCH_MESSAGES: usize = 512;
+/// Deadline of one call to a peer.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed call before the next one to that peer.
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Largest batch a member accepts (raft messages carry up to 1 MiB of entries each, and
+/// snapshots are sent apart).
+pub const MAX_BATCH_BYTES: usize = 256 * 1024 * 1024;
+
+/// Receives raft messages for one member.
+#[derive(Clone)]
+pub struct PeerService {
+    handle: NodeHandle,
+}
+
+impl PeerService {
+    pub fn new(handle: NodeHandle) -> Self {
+        Self { handle }
+    }
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn send(&self, request: Request<RaftBatch>) -> Result<Response<RaftAck>, Status> {
+        let batch = request.into_inner();
+        if batch.cluster_id != self.handle.cluster_id() {
+            return Err(Status::failed_precondition(format!(
+                "etcdserver: cluster ID mismatch (got {:x}, this member is in {:x})",
+                batch.cluster_id,
+                self.handle.cluster_id()
+            )));
+        }
+        if batch.to != self.handle.member_id() {
+            return Err(Status::failed_precondition(format!(
+                "raft messages for member {:x} reached member {:x}",
+                batch.to,
+                self.handle.member_id()
+            )));
+        }
+        let messages = batch
+            .messages
+            .iter()
+            .map(|bytes| raft::eraftpb::Message::parse_from_bytes(bytes))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| {
+                Status::invalid_argument(format!(
+                    "undecodable raft message from {:x}: {err}",
+                    batch.from
+                ))
+            })?;
+        self.handle
+            .step(messages)
+            .await
+            .map_err(crate::error::status_from)?;
+        Ok(Response::new(RaftAck {}))
+    }
+}
+
+/// Sends raft messages to the other members over gRPC.
+#[derive(Default)]
+pub struct GrpcTransport {
+    peers: Mutex<HashMap<u64, mpsc::Sender<raft::eraftpb::Message>>>,
+    unreachable: Arc<Mutex<HashSet<u64>>>,
+}
+
+impl GrpcTransport {
+    /// A transport that knows no peer yet; messages to unknown members are dropped until
+    /// [`GrpcTransport::connect_members`] names them.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Starts a sender from member `member_id` of cluster `cluster_id` to every other member,
+    /// at its first peer URL. Members already known keep their sender. Must be called inside a
+    /// tokio runtime.
+    pub fn connect_members(
+        &self,
+        cluster_id: u64,
+        member_id: u64,
+        members: &[Member],
+    ) -> Result<(), String> {
+        let mut peers = self.peers.lock();
+        for member in members {
+            if member.id == member_id || peers.contains_key(&member.id) {
+                continue;
+            }
+            let url = member
+                .peer_ur_ls
+                .first()
+                .ok_or_else(|| format!("member {:x} has no peer URL", member.id))?;
+            let endpoint = Endpoint::from_shared(url.clone())
+                .map_err(|err| format!("peer URL {url:?} of member {:x}: {err}", member.id))?
+                .connect_timeout(CALL_TIMEOUT)
+                .tcp_nodelay(true);
+            let client = RaftPeerClient::new(endpoint.connect_lazy())
+                .max_encoding_message_size(MAX_BATCH_BYTES);
+            let (sender, queue) = mpsc::channel(PEER_QUEUE_CAPACITY);
+            peers.insert(member.id, sender);
+            let link = PeerLink {
+                cluster_id,
+                from: member_id,
+                to: member.id,
+                client,
+                unreachable: Arc::clone(&self.unreachable),
+            };
+            tokio::spawn(link.run(queue));
+        }
+        Ok(())
+    }
+}
+
+impl RaftTransport for GrpcTransport {
+    fn send(&self, messages: Vec<raft::eraftpb::Message>) {
+        let peers = self.peers.lock();
+        for message in messages {
+            let to = message.to;
+            match peers.get(&to) {
+                Some(sender) => {
+                    if sender.try_send(message).is_err() {
+                        self.unreachable.lock().insert(to);
+                    }
+                }
+                None => {
+                    tracing::debug!(to = %format!("{to:x}"), "raft message for an unknown member dropped")
+                }
+            }
+        }
+    }
+
+    fn take_unreachable(&self) -> Vec<u64> {
+        self.unreachable.lock().drain().collect()
+    }
+}
+
+/// The sending side towards one peer.
+struct PeerLink {
+    cluster_id: u64,
+    from: u64,
+    to: u64,
+    client: RaftPeerClient<Channel>,
+    unreachable: Arc<Mutex<HashSet<u64>>>,
+}
+
+impl PeerLink {
+    async fn run(mut self, mut queue: mpsc::Receiver<raft::eraftpb::Message>) {
+        let mut failing = false;
+        while let Some(first) = queue.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH_MESSAGES {
+                match queue.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            let mut encoded = Vec::with_capacity(batch.len());
+            for message in &batch {
+                match message.write_to_bytes() {
+                    Ok(bytes) => encoded.push(bytes),
+                    Err(err) => {
+                        tracing::error!(error = %err, "raft message not encodable; dropped")
+                    }
+                }
+            }
+            let request = RaftBatch {
+                cluster_id: self.cluster_id,
+                from: self.from,
+                to: self.to,
+                messages: encoded,
+            };
+            let mut call = Request::new(request);
+            call.set_timeout(CALL_TIMEOUT);
+            match self.client.send(call).await {
+                Ok(_) => {
+                    if failing {
+                        tracing::info!(peer = %format!("{:x}", self.to), "peer reachable again");
+                        failing = false;
+                    }
+                }
+                Err(status) => {
+                    if !failing {
+                        tracing::warn!(peer = %format!("{:x}", self.to), error = %status.message(), "peer unreachable; raft messages dropped");
+                        failing = true;
+                    }
+                    self.unreachable.lock().insert(self.to);
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
+            }
+        }
+    }
+}
