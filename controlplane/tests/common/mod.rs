@@ -57,11 +57,19 @@ pub struct TestServer {
     peer_port: u16,
     child: Option<Child>,
     starts: u32,
+    /// Flags appended to every start (see [`TestServer::start_with_args`]).
+    extra_args: Vec<String>,
 }
 
 impl TestServer {
     /// Starts a fresh member and waits until it serves clients.
     pub async fn start() -> Self {
+        Self::start_with_args(&[]).await
+    }
+
+    /// Starts a fresh member with `extra_args` appended to the harness's flags (on this and
+    /// every later start of it), and waits until it serves clients.
+    pub async fn start_with_args(extra_args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("k3rs-it-")
             .tempdir()
@@ -74,6 +82,7 @@ impl TestServer {
             peer_port: free_port(),
             child: None,
             starts: 0,
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
         };
         server.spawn();
         server.wait_ready().await;
@@ -111,6 +120,19 @@ impl TestServer {
     /// A client of this member, with bounded connect and request times.
     pub async fn client(&self) -> Client {
         connect(&self.endpoint()).await
+    }
+
+    /// A raw gRPC channel to this member (connect bounded by [`REQUEST_TIMEOUT`]), for the
+    /// generated `etcd_api` clients: they show response fields the `etcd-client` crate hides or
+    /// turns into errors (a watch response's `fragment`, a keep-alive's TTL 0).
+    pub async fn raw_channel(&self) -> tonic::transport::Channel {
+        let endpoint = tonic::transport::Endpoint::from_shared(self.client_url())
+            .expect("a valid client URL")
+            .connect_timeout(Duration::from_secs(5));
+        timeout(REQUEST_TIMEOUT, endpoint.connect())
+            .await
+            .expect("raw channel connects within the bound")
+            .expect("connecting a raw channel")
     }
 
     fn log_path(&self, start: u32) -> PathBuf {
@@ -174,6 +196,7 @@ impl TestServer {
         };
         command
             .args(&flags)
+            .args(&self.extra_args)
             .env_remove("ETCD_NAME")
             .env_remove("ETCD_DATA_DIR")
             .stdin(Stdio::null())
