@@ -154,3 +154,72 @@ async fn without_a_quorum_writes_fail_with_etcds_errors_and_resume_after() {
     let revision = put.header().expect("header").revision();
     await_replicated(&cluster, 1, "lonely", ("again".into(), revision)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_work_through_followers_and_survive_the_leaders_death() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.leader(ELECTION_BOUND).await;
+    let follower = (leader + 1) % 3;
+    let mut client = cluster.client(follower).await;
+    let lease = client
+        .lease_grant(6, None)
+        .await
+        .expect("grant via a follower")
+        .id();
+    client
+        .put(
+            "leased",
+            "v",
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .expect("put with the lease via a follower");
+    let (mut keeper, mut answers) = client
+        .lease_keep_alive(lease)
+        .await
+        .expect("keep-alive stream via a follower");
+    keeper.keep_alive().await.expect("keep-alive sent");
+    let answer = timeout(Duration::from_secs(10), answers.message())
+        .await
+        .expect("keep-alive answered in time")
+        .expect("keep-alive answered")
+        .expect("stream open");
+    assert_eq!(
+        answer.ttl(),
+        6,
+        "renewed on the leader through the follower"
+    );
+    let described = client
+        .lease_time_to_live(
+            lease,
+            Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys()),
+        )
+        .await
+        .expect("time-to-live via a follower");
+    assert_eq!(described.keys(), [b"leased".to_vec()]);
+
+    cluster.members[leader].kill9();
+    let killed_at = Instant::now();
+    let new_leader = cluster.leader(ELECTION_BOUND).await;
+    assert!(
+        local_get(&cluster, new_leader, "leased").await.is_some(),
+        "a failover must not expire the lease early"
+    );
+    // The new leader gives the lease its full TTL again and then expires it.
+    let deadline = killed_at + ELECTION_BOUND + Duration::from_secs(12);
+    while local_get(&cluster, new_leader, "leased").await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the lease never expired after failover"
+        );
+        sleep(Duration::from_millis(200)).await;
+    }
+    let survivor = (0..3)
+        .find(|i| *i != leader && *i != new_leader)
+        .expect("a third member");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while local_get(&cluster, survivor, "leased").await.is_some() {
+        assert!(Instant::now() < deadline, "the revoke did not replicate");
+        sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -3,15 +3,19 @@
 //!
 //! Guarantees, as etcd: KeepAlive of an unknown (or just expired) lease answers TTL 0, not an
 //! error; TimeToLive of an unknown lease answers TTL −1; any other failure ends the call with
-//! etcd's code and message. Each KeepAlive request is answered in order, once.
+//! etcd's code and message. Each KeepAlive request is answered in order, once. KeepAlive and
+//! TimeToLive are answered by the leader: a follower forwards them to its peer service.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use raftstore::node::NodeHandle;
+use raftstore::EtcdError;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::status_from;
+use crate::leader::LeaderLink;
 use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
@@ -23,11 +27,31 @@ use crate::pb::etcdserverpb::{
 #[derive(Clone)]
 pub struct LeaseService {
     handle: NodeHandle,
+    leader: Arc<LeaderLink>,
 }
 
 impl LeaseService {
     pub fn new(handle: NodeHandle) -> Self {
-        Self { handle }
+        Self {
+            leader: Arc::new(LeaderLink::new(handle.clone())),
+            handle,
+        }
+    }
+}
+
+/// Renews lease `id` here if this member leads, else on the leader: its TTL, 0 if unknown.
+async fn renew(handle: &NodeHandle, leader: &LeaderLink, id: i64) -> Result<i64, Status> {
+    match handle.lease_renew(id).await {
+        Ok(ttl) => Ok(ttl.unwrap_or(0)),
+        Err(EtcdError::NotLeader) => {
+            let mut client = leader.leader().map_err(status_from)?;
+            let forwarded = client
+                .lease_renew(LeaseKeepAliveRequest { id })
+                .await?
+                .into_inner();
+            Ok(forwarded.ttl)
+        }
+        Err(err) => Err(status_from(err)),
     }
 }
 
@@ -36,13 +60,10 @@ type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, 
 /// Answers one keep-alive: the lease's TTL, or 0 when it does not exist.
 async fn keep_alive_once(
     handle: &NodeHandle,
+    leader: &LeaderLink,
     request: LeaseKeepAliveRequest,
 ) -> Result<LeaseKeepAliveResponse, Status> {
-    let ttl = handle
-        .lease_renew(request.id)
-        .await
-        .map_err(status_from)?
-        .unwrap_or(0);
+    let ttl = renew(handle, leader, request.id).await?;
     let revision = handle.store().read().current_revision();
     Ok(LeaseKeepAliveResponse {
         header: Some(handle.header(revision)),
@@ -82,13 +103,15 @@ impl Lease for LeaseService {
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let handle = self.handle.clone();
+        let leader = Arc::clone(&self.leader);
         let requests = request.into_inner();
         // One answer per request, in order; a broken request stream or a failed renewal ends
         // the response stream with that status.
         let responses = requests
             .then(move |request| {
                 let handle = handle.clone();
-                async move { keep_alive_once(&handle, request?).await }
+                let leader = Arc::clone(&leader);
+                async move { keep_alive_once(&handle, &leader, request?).await }
             })
             .scan(false, |failed, response| {
                 let emit = (!*failed).then_some(response);
@@ -103,11 +126,19 @@ impl Lease for LeaseService {
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let request = request.into_inner();
-        let described = self
+        let described = match self
             .handle
             .lease_time_to_live(request.id, request.keys)
             .await
-            .map_err(status_from)?;
+        {
+            Ok(described) => described,
+            Err(EtcdError::NotLeader) => {
+                let mut client = self.leader.leader().map_err(status_from)?;
+                let forwarded = client.lease_time_to_live(request).await?.into_inner();
+                return Ok(Response::new(forwarded));
+            }
+            Err(err) => return Err(status_from(err)),
+        };
         let response = described.unwrap_or_else(|| LeaseTimeToLiveResponse {
             header: Some(
                 self.handle

@@ -12,6 +12,7 @@ mod error;
 mod header;
 mod health;
 mod kv;
+mod leader;
 mod lease;
 mod maintenance;
 pub mod net;

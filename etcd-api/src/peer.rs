@@ -21,6 +21,9 @@ use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use crate::pb::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
 use crate::pb::k3rspb::raft_peer_client::RaftPeerClient;
 use crate::pb::k3rspb::raft_peer_server::RaftPeer;
 use crate::pb::k3rspb::{RaftAck, RaftBatch};
@@ -83,6 +86,46 @@ impl RaftPeer for PeerService {
             .await
             .map_err(crate::error::status_from)?;
         Ok(Response::new(RaftAck {}))
+    }
+
+    async fn lease_renew(
+        &self,
+        request: Request<LeaseKeepAliveRequest>,
+    ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
+        let id = request.into_inner().id;
+        let ttl = self
+            .handle
+            .lease_renew(id)
+            .await
+            .map_err(crate::error::status_from)?
+            .unwrap_or(0);
+        let revision = self.handle.store().read().current_revision();
+        Ok(Response::new(LeaseKeepAliveResponse {
+            header: Some(self.handle.header(revision)),
+            id,
+            ttl,
+        }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let request = request.into_inner();
+        let described = self
+            .handle
+            .lease_time_to_live(request.id, request.keys)
+            .await
+            .map_err(crate::error::status_from)?;
+        let revision = self.handle.store().read().current_revision();
+        Ok(Response::new(described.unwrap_or_else(|| {
+            LeaseTimeToLiveResponse {
+                header: Some(self.handle.header(revision)),
+                id: request.id,
+                ttl: -1,
+                ..Default::default()
+            }
+        })))
     }
 }
 
