@@ -223,3 +223,72 @@ async fn leases_work_through_followers_and_survive_the_leaders_death() {
         sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_hashes_the_same_state_at_a_revision() {
+    let cluster = TestCluster::start(3).await;
+    let mut client = cluster.client(0).await;
+    let mut last = 0;
+    for n in 0..30 {
+        let key = format!("h/{}", n % 7);
+        last = client
+            .put(key.as_str(), format!("v{n}"), None)
+            .await
+            .expect("put")
+            .header()
+            .expect("header")
+            .revision();
+    }
+    client.delete("h/3", None).await.expect("delete");
+    let mut hashes = Vec::new();
+    for index in 0..3 {
+        await_replicated(&cluster, index, "h/1", ("v29".into(), last)).await;
+        let mut member = cluster.client(index).await;
+        let hashed = member.hash_kv(last).await.expect("hash kv");
+        hashes.push(hashed.hash());
+    }
+    assert!(hashes.iter().all(|hash| *hash == hashes[0]), "{hashes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_move_leader_hands_leadership_to_the_named_member() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader(ELECTION_BOUND).await;
+    let target = (leader + 1) % 3;
+    let mut client = cluster.client(target).await;
+    let target_id = client
+        .status()
+        .await
+        .expect("status")
+        .header()
+        .expect("header")
+        .member_id();
+    let output = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &cluster.members[leader].endpoint(),
+            "--command-timeout=15s",
+            "move-leader",
+            &format!("{target_id:x}"),
+        ])
+        .output()
+        .expect("running etcdctl");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "etcdctl failed: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("Leadership transferred"), "{stdout}");
+    assert_eq!(cluster.leader(ELECTION_BOUND).await, target);
+    // A follower cannot move leadership: etcd's "not leader".
+    let follower = (0..3).find(|i| *i != target).expect("a follower");
+    let mut client = cluster.client(follower).await;
+    let refused = client.move_leader(target_id).await;
+    common::assert_grpc_error(
+        refused,
+        tonic::Code::FailedPrecondition,
+        "etcdserver: not leader",
+    );
+}

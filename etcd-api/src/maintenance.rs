@@ -1,4 +1,4 @@
-//! The etcd `Maintenance` service: Status, Alarm (GET), Defragment.
+//! The etcd `Maintenance` service: Status, Alarm (GET), Defragment, Hash, HashKV, MoveLeader.
 //!
 //! Guarantees: Status reports a version kube-apiserver accepts for watch progress requests
 //! (3.5.x ≥ 3.5.13), this member's raft view and the engine's size, and no errors (so
@@ -103,14 +103,27 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(not_yet("Hash", "it waits for hashing of the MVCC state"))
+        let hash = self.handle.hash_all().map_err(status_from)?;
+        Ok(Response::new(HashResponse {
+            header: Some(current_header(&self.handle)),
+            hash,
+        }))
     }
 
     async fn hash_kv(
         &self,
-        _request: Request<HashKvRequest>,
+        request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        Err(not_yet("HashKV", "it waits for hashing of the MVCC state"))
+        let hashed = self
+            .handle
+            .hash_kv(request.into_inner().revision)
+            .map_err(status_from)?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(current_header(&self.handle)),
+            hash: hashed.hash,
+            compact_revision: hashed.compact_revision,
+            hash_revision: hashed.hash_revision,
+        }))
     }
 
     type SnapshotStream = Empty<Result<SnapshotResponse, Status>>;
@@ -127,12 +140,15 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _request: Request<MoveLeaderRequest>,
+        request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(not_yet(
-            "MoveLeader",
-            "leader transfer arrives with replication",
-        ))
+        self.handle
+            .move_leader(request.into_inner().target_id)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(current_header(&self.handle)),
+        }))
     }
 
     async fn downgrade(

@@ -63,6 +63,10 @@ pub enum EtcdError {
     TooManyRequests,
     #[error("etcdserver: not leader")]
     NotLeader,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     #[error("etcdserver: corrupt cluster")]
     Corrupt,
     /// A failure inside this server, described for the operator.
@@ -78,9 +82,11 @@ impl EtcdError {
             | InvalidSortOption | RequestTooLarge => ErrorCode::InvalidArgument,
             Compacted | FutureRevision | LeaseTtlTooLarge => ErrorCode::OutOfRange,
             LeaseNotFound | MemberNotFound => ErrorCode::NotFound,
-            LeaseExists | NotLeader => ErrorCode::FailedPrecondition,
+            LeaseExists | NotLeader | BadLeaderTransferee => ErrorCode::FailedPrecondition,
             TooManyRequests => ErrorCode::ResourceExhausted,
-            NoLeader | LeaderChanged | Stopped | Timeout => ErrorCode::Unavailable,
+            NoLeader | LeaderChanged | Stopped | Timeout | LeaderTransferTimeout => {
+                ErrorCode::Unavailable
+            }
             Corrupt => ErrorCode::DataLoss,
             Internal(_) => ErrorCode::Internal,
         }

@@ -11,6 +11,7 @@
 //! The store's own records in `Table::Meta` (consistent index, current revision, scheduled and
 //! finished compact revisions) are private to this module; see `meta.rs`.
 
+mod hash;
 mod history;
 pub mod key_index;
 mod meta;
@@ -21,6 +22,7 @@ pub mod tree_index;
 mod txn;
 pub mod validate;
 
+pub use hash::{Crc32c, KvHash};
 pub use history::History;
 pub use key_index::{Generation, KeepSet, KeyIndex, KeyRevision};
 pub use revision::Revision;

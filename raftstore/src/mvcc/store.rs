@@ -158,6 +158,11 @@ impl MvccStore {
         self.compacted.max(0)
     }
 
+    /// The revision of the last compaction as etcd keeps it: -1 when never compacted.
+    pub fn compacted_raw(&self) -> i64 {
+        self.compacted
+    }
+
     /// Raft index of the last applied entry: 0 on a new store.
     pub fn consistent_index(&self) -> u64 {
         self.consistent_index

@@ -1772,3 +1772,39 @@ fn history_reads_back_the_events_watchers_saw() {
     assert_eq!(bounded.through, 2, "stops at the end of a revision");
     assert_eq!(bounded.events.len(), 1);
 }
+
+#[test]
+fn hash_kv_is_the_same_for_the_same_history_and_refuses_bad_revisions() {
+    let build = || {
+        let mut harness = Harness::new();
+        for round in 0..3 {
+            for key in ["a", "b", "c"] {
+                harness.put(key, &format!("{key}{round}"));
+            }
+        }
+        harness.delete("b", "");
+        harness
+    };
+    let mut first = build();
+    let second = build();
+    let current = first.store.current_revision();
+    let at_current = first.store.hash_kv(0).expect("hash");
+    assert_eq!(at_current, second.store.hash_kv(current).expect("hash"));
+    assert_eq!(at_current.hash_revision, current);
+    assert_eq!(at_current.compact_revision, -1);
+    assert_ne!(
+        at_current.hash,
+        first.store.hash_kv(current - 1).expect("hash").hash
+    );
+    assert_eq!(
+        first.store.hash_kv(current + 1),
+        Err(EtcdError::FutureRevision)
+    );
+    // Compaction drops rows no reader can see, and the hash at a later revision ignores them.
+    let before = first.store.hash_kv(current).expect("hash");
+    first.compact(current - 2).expect("compacted");
+    let after = first.store.hash_kv(current).expect("hash");
+    assert_eq!(after.compact_revision, current - 2);
+    assert_eq!(first.store.hash_kv(current - 3), Err(EtcdError::Compacted));
+    assert_ne!(before.compact_revision, after.compact_revision);
+}

@@ -53,6 +53,11 @@ pub enum DriverRequest {
     Step {
         messages: Vec<raft::eraftpb::Message>,
     },
+    /// Start handing leadership to voter `target` (leader only).
+    TransferLeader {
+        target: u64,
+        respond: oneshot::Sender<Result<(), EtcdError>>,
+    },
     /// Renew lease `id` (leader only): answers its TTL, or `None` when it does not exist or
     /// has already expired.
     LeaseRenew {
@@ -240,6 +245,9 @@ impl Driver {
                     }
                 }
             }
+            DriverRequest::TransferLeader { target, respond } => {
+                let _ = respond.send(self.transfer_leader(target));
+            }
             DriverRequest::LeaseRenew { id, respond } => {
                 let _ = respond.send(self.renew_lease(id));
             }
@@ -256,6 +264,19 @@ impl Driver {
         } else {
             EtcdError::NotLeader
         }
+    }
+
+    fn transfer_leader(&mut self, target: u64) -> Result<(), EtcdError> {
+        if self.raw_node.raft.state != StateRole::Leader {
+            return Err(self.not_leading());
+        }
+        if !self.raw_node.raft.prs().conf().voters().contains(target) {
+            return Err(EtcdError::BadLeaderTransferee);
+        }
+        if target != self.member_id {
+            self.raw_node.transfer_leader(target);
+        }
+        Ok(())
     }
 
     fn renew_lease(&mut self, id: i64) -> Result<Option<i64>, EtcdError> {

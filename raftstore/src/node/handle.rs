@@ -287,6 +287,36 @@ impl NodeHandle {
         Ok(self.shared.engine.compact_storage()?)
     }
 
+    /// etcd's MoveLeader: hands leadership to voter `target` and waits until it leads (at most
+    /// the request timeout).
+    pub async fn move_leader(&self, target: u64) -> Result<(), EtcdError> {
+        let mut changes = self.status_changes();
+        let (respond, answer) = oneshot::channel();
+        self.submit(DriverRequest::TransferLeader { target, respond }, answer)
+            .await?;
+        let transferred = async {
+            changes
+                .wait_for(|status| status.leader_id == target)
+                .await
+                .map(|_| ())
+        };
+        match tokio::time::timeout(self.shared.config.request_timeout(), transferred).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(EtcdError::Stopped),
+            Err(_) => Err(EtcdError::LeaderTransferTimeout),
+        }
+    }
+
+    /// etcd's HashKV at `revision` (0: current), of this member's state.
+    pub fn hash_kv(&self, revision: i64) -> Result<crate::mvcc::KvHash, EtcdError> {
+        self.shared.store.read().hash_kv(revision)
+    }
+
+    /// A hash of this member's whole key-value and lease state.
+    pub fn hash_all(&self) -> Result<u32, EtcdError> {
+        Ok(self.shared.store.read().hash_all()?)
+    }
+
     /// Hands raft messages from a peer to the driver, waiting while its queue is full (the
     /// peer's sender then backs off). Fails only once the member stopped.
     pub async fn step(&self, messages: Vec<raft::eraftpb::Message>) -> Result<(), EtcdError> {
