@@ -86,6 +86,15 @@ pub struct EtcdTuning {
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
     pub snapshot_count: u64,
 
+    /// Entries kept behind the applied index when the raft log is compacted, so that a slightly
+    /// slow follower catches up from the log rather than from a snapshot.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
+        default_value_t = 5_000
+    )]
+    pub experimental_snapshot_catchup_entries: u64,
+
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1536 * 1024)]
     pub max_request_bytes: usize,
@@ -115,6 +124,7 @@ impl EtcdTuning {
         node.heartbeat_interval_ms = self.heartbeat_interval;
         node.election_timeout_ms = self.election_timeout;
         node.snapshot_count = self.snapshot_count;
+        node.snapshot_catchup_entries = self.experimental_snapshot_catchup_entries;
         node.max_request_bytes = self.max_request_bytes;
         node.max_txn_ops = self.max_txn_ops;
         node.watch_progress_notify_interval = self.experimental_watch_progress_notify_interval;

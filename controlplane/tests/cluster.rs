@@ -292,3 +292,60 @@ async fn etcdctl_move_leader_hands_leadership_to_the_named_member() {
         "etcdserver: not leader",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_the_compacted_log_catches_up_from_a_snapshot() {
+    let mut cluster = TestCluster::start_with_args(
+        3,
+        &[
+            "--snapshot-count",
+            "20",
+            "--experimental-snapshot-catchup-entries",
+            "5",
+        ],
+    )
+    .await;
+    let leader = cluster.leader(ELECTION_BOUND).await;
+    let lagging = (leader + 1) % 3;
+    cluster.members[lagging].kill9();
+    let mut client = cluster.client(leader).await;
+    let lease = client.lease_grant(600, None).await.expect("grant").id();
+    let mut last = (String::new(), 0);
+    for n in 0..150 {
+        let value = format!("v{n}");
+        let options = (n % 10 == 0).then(|| etcd_client::PutOptions::new().with_lease(lease));
+        let put = client
+            .put(format!("snap/{}", n % 40), value.as_str(), options)
+            .await
+            .expect("put while a member is down");
+        last = (value, put.header().expect("header").revision());
+    }
+    client.compact(last.1 - 50, None).await.expect("compact");
+
+    cluster.restart(lagging).await;
+    await_replicated(&cluster, lagging, "snap/29", last.clone()).await;
+    let mut hashes = Vec::new();
+    for index in 0..3 {
+        let mut member = cluster.client(index).await;
+        hashes.push(member.hash_kv(last.1).await.expect("hash kv").hash());
+    }
+    assert!(hashes.iter().all(|hash| *hash == hashes[0]), "{hashes:?}");
+    let mut lagging_client = cluster.client(lagging).await;
+    let described = lagging_client
+        .lease_time_to_live(
+            lease,
+            Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys()),
+        )
+        .await
+        .expect("time-to-live");
+    assert_eq!(
+        described.keys().len(),
+        4,
+        "the lease and its keys came with the snapshot"
+    );
+    let installed = cluster.members[lagging].logs();
+    assert!(
+        installed.contains("installed a raft snapshot"),
+        "the member caught up without a snapshot; logs:\n{installed}"
+    );
+}

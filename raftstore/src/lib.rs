@@ -17,6 +17,7 @@ pub mod mvcc;
 pub mod node;
 pub mod pb;
 pub mod raft_log;
+pub mod state_image;
 pub mod watch;
 
 pub use error::{ErrorCode, EtcdError, StorageError};

@@ -17,8 +17,10 @@
 //!   so raft's reads of recent entries do not touch the engine.
 //!
 //! Mutations hold the state lock across their engine write, so a reader never mixes engine
-//! contents and in-memory indexes from different moments. Raft snapshots are not produced here
-//! yet: [`raft::Storage::snapshot`] answers "temporarily unavailable".
+//! contents and in-memory indexes from different moments. [`raft::Storage::snapshot`] captures
+//! the state machine at its applied index ([`crate::state_image`]); only the driver calls into
+//! raft, so nothing is applied while it is captured. [`RaftLogStore::apply_snapshot`] installs a
+//! received one together with the log's new start in one synced write.
 //! A new log has first index 1 and last index 0.
 
 use std::collections::VecDeque;
@@ -455,6 +457,53 @@ impl RaftLogStore {
         Ok(())
     }
 
+    /// Installs a raft snapshot received from the leader: `state` (the batch that replaces the
+    /// state machine, from [`crate::state_image::install_batch`]) plus the log's new start —
+    /// every entry dropped, the snapshot's index and term and conf state recorded, the commit
+    /// index raised to it — in ONE synced write.
+    pub fn apply_snapshot(
+        &self,
+        snapshot: &Snapshot,
+        mut state_batch: WriteBatch,
+    ) -> Result<(), StorageError> {
+        let meta = snapshot.get_metadata();
+        let mut state = self.inner.state.write();
+        let mut hard_state = state.hard_state.clone();
+        hard_state.commit = hard_state.commit.max(meta.index);
+        hard_state.term = hard_state.term.max(meta.term);
+        let mut record = SnapshotMetadata {
+            index: meta.index,
+            term: meta.term,
+            ..Default::default()
+        };
+        record.set_conf_state(meta.get_conf_state().clone());
+        state_batch.delete_range(Table::RaftLog, [ENTRY_KEY_PREFIX], ENTRY_KEYS_END);
+        state_batch.put(
+            Table::RaftLog,
+            SNAPSHOT_META_KEY,
+            encode(&record, "snapshot metadata")?,
+        );
+        state_batch.put(
+            Table::RaftLog,
+            CONF_STATE_KEY,
+            encode(meta.get_conf_state(), "conf state")?,
+        );
+        state_batch.put(
+            Table::RaftLog,
+            HARD_STATE_KEY,
+            encode(&hard_state, "hard state")?,
+        );
+        self.inner.engine.write(state_batch, true)?;
+        state.snapshot_index = meta.index;
+        state.snapshot_term = meta.term;
+        state.last_index = meta.index;
+        state.conf_state = meta.get_conf_state().clone();
+        state.hard_state = hard_state;
+        state.cache = EntryCache::default();
+        state.is_new = false;
+        Ok(())
+    }
+
     pub fn hard_state(&self) -> HardState {
         self.inner.state.read().hard_state.clone()
     }
@@ -664,12 +713,33 @@ impl raft::Storage for RaftLogStore {
         Ok(RaftLogStore::last_index(self))
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Raft snapshots (sending the state machine to a lagging follower) belong to the
-        // replication work; until then raft is told to retry later.
-        Err(raft::Error::Store(
-            raft::StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let unavailable = || raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable);
+        let engine = &self.inner.engine;
+        let applied = engine
+            .get(Table::Meta, crate::mvcc::meta::STATE_KEYS[0])
+            .ok()
+            .flatten()
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        if applied < request_index {
+            return Err(unavailable());
+        }
+        let state = self.inner.state.read();
+        let term = self.term_locked(&state, applied)?;
+        let data = crate::state_image::capture(engine.as_ref()).map_err(|err| {
+            tracing::error!(error = %err, "capturing a raft snapshot failed");
+            unavailable()
+        })?;
+        tracing::info!(to = %format!("{to:x}"), index = applied, bytes = data.len(), "raft snapshot captured for a lagging member");
+        let mut snapshot = Snapshot::default();
+        snapshot.set_data(data.into());
+        let meta = snapshot.mut_metadata();
+        meta.index = applied;
+        meta.term = term;
+        meta.set_conf_state(state.conf_state.clone());
+        Ok(snapshot)
     }
 }
 
@@ -1168,10 +1238,10 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_is_temporarily_unavailable() {
+    fn a_snapshot_waits_until_the_requested_index_is_applied() {
         let store = open(&Arc::new(MemoryEngine::new()));
         assert_eq!(
-            store_error_kind(store.snapshot(0, 2)),
+            store_error_kind(store.snapshot(1, 2)),
             raft::StorageError::SnapshotTemporarilyUnavailable
         );
     }

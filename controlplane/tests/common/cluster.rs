@@ -25,6 +25,7 @@ pub struct ClusterMember {
     log_dir: PathBuf,
     child: Option<Child>,
     starts: u32,
+    extra_args: Vec<String>,
 }
 
 impl ClusterMember {
@@ -71,6 +72,7 @@ impl ClusterMember {
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", initial_cluster])
             .args(["--initial-cluster-state", "new"])
+            .args(&self.extra_args)
             .env_remove("ETCD_NAME")
             .env_remove("ETCD_DATA_DIR")
             .stdin(Stdio::null())
@@ -101,6 +103,11 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `size` members and waits until every one serves `Status` and sees a leader.
     pub async fn start(size: usize) -> Self {
+        Self::start_with_args(size, &[]).await
+    }
+
+    /// As [`TestCluster::start`], every member (and every restart) also given `extra_args`.
+    pub async fn start_with_args(size: usize, extra_args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("k3rs-cluster-")
             .tempdir()
@@ -114,6 +121,7 @@ impl TestCluster {
                 log_dir: dir.path().to_path_buf(),
                 child: None,
                 starts: 0,
+                extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
             })
             .collect();
         let initial_cluster = members

@@ -106,6 +106,11 @@ impl WriteBatch {
         });
     }
 
+    /// Adds every change of `other` after this batch's own.
+    pub fn append(&mut self, other: WriteBatch) {
+        self.ops.extend(other.ops);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }

@@ -18,6 +18,14 @@ pub(super) const CURRENT_REVISION: &[u8] = b"current_revision";
 pub(super) const SCHEDULED_COMPACT_REVISION: &[u8] = b"scheduled_compact_revision";
 pub(super) const FINISHED_COMPACT_REVISION: &[u8] = b"finished_compact_revision";
 
+/// Every record of the MVCC state in `Table::Meta` (what a raft snapshot carries).
+pub const STATE_KEYS: [&[u8]; 4] = [
+    CONSISTENT_INDEX,
+    CURRENT_REVISION,
+    SCHEDULED_COMPACT_REVISION,
+    FINISHED_COMPACT_REVISION,
+];
+
 /// The meta records as read at open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Meta {

@@ -14,7 +14,7 @@
 mod hash;
 mod history;
 pub mod key_index;
-mod meta;
+pub(crate) mod meta;
 mod read;
 pub mod revision;
 pub mod store;

@@ -188,6 +188,9 @@ impl Driver {
         self.raw_node.tick();
         for peer in self.transport.take_unreachable() {
             self.raw_node.report_unreachable(peer);
+            // A snapshot in flight to it is lost too; raft sends a new one when it can.
+            self.raw_node
+                .report_snapshot(peer, raft::SnapshotStatus::Failure);
         }
         if let Some(context) = self.reads.tick() {
             self.raw_node.read_index(context);
@@ -336,10 +339,7 @@ impl Driver {
             self.transport.send(ready.take_messages());
         }
         if !ready.snapshot().is_empty() {
-            // Raft snapshots arrive with replication; a single member never receives one.
-            return Err(DriverError::Raft(raft::Error::Store(
-                raft::StorageError::SnapshotTemporarilyUnavailable,
-            )));
+            self.install_snapshot(ready.snapshot())?;
         }
         if !ready.entries().is_empty() || ready.hs().is_some() {
             self.log
@@ -433,6 +433,24 @@ impl Driver {
         }
         self.applied_index = last_index;
         self.reads.on_applied(last_index);
+        Ok(())
+    }
+
+    /// Replaces this member's state with a raft snapshot from the leader: state and log start in
+    /// one synced write, then the MVCC store is reopened from the engine and watchers catch up
+    /// from it (or learn that their history was compacted away).
+    fn install_snapshot(&mut self, snapshot: &raft::eraftpb::Snapshot) -> Result<(), DriverError> {
+        let index = snapshot.get_metadata().index;
+        let state = crate::state_image::install_batch(snapshot.get_data(), index)?;
+        self.log.apply_snapshot(snapshot, state)?;
+        let engine = Arc::clone(self.store.read().engine());
+        let reopened = MvccStore::open(engine)?;
+        let revision = reopened.current_revision();
+        *self.store.write() = reopened;
+        self.applied_index = index;
+        self.reads.on_applied(index);
+        self.watch_hub.restored(revision);
+        tracing::info!(member = %format!("{:x}", self.member_id), index, revision, "installed a raft snapshot from the leader");
         Ok(())
     }
 

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use slog::{Drain, Key, OwnedKVList, Record, Serializer, KV};
 
-/// A slog logger whose records become `tracing` events under target `raft`.
+/// A slog logger whose records become `tracing` events under target `raft_rs` (not `raft`, which would also select `raftstore` in log filters).
 pub fn raft_logger(member_id: u64) -> slog::Logger {
     slog::Logger::root(
         TracingDrain.fuse(),
@@ -27,12 +27,12 @@ impl Drain for TracingDrain {
         let fields = fields.0;
         match record.level() {
             slog::Level::Critical | slog::Level::Error => {
-                tracing::error!(target: "raft", "{message}{fields}")
+                tracing::error!(target: "raft_rs", "{message}{fields}")
             }
-            slog::Level::Warning => tracing::warn!(target: "raft", "{message}{fields}"),
-            slog::Level::Info => tracing::info!(target: "raft", "{message}{fields}"),
-            slog::Level::Debug => tracing::debug!(target: "raft", "{message}{fields}"),
-            slog::Level::Trace => tracing::trace!(target: "raft", "{message}{fields}"),
+            slog::Level::Warning => tracing::warn!(target: "raft_rs", "{message}{fields}"),
+            slog::Level::Info => tracing::info!(target: "raft_rs", "{message}{fields}"),
+            slog::Level::Debug => tracing::debug!(target: "raft_rs", "{message}{fields}"),
+            slog::Level::Trace => tracing::trace!(target: "raft_rs", "{message}{fields}"),
         }
         Ok(())
     }

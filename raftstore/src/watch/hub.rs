@@ -222,6 +222,26 @@ impl WatchHub {
         }
     }
 
+    /// The store was replaced by a raft snapshot at `revision`: every watcher catches up from
+    /// the new store (its history may have been compacted away, which cancels it).
+    pub fn restored(&self, revision: i64) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        state.revision = revision;
+        let keys: Vec<WatcherKey> = state.watchers.keys().copied().collect();
+        for key in keys {
+            let Some(watcher) = state.watchers.get_mut(&key) else {
+                continue;
+            };
+            if matches!(watcher.state, State::Synced) {
+                state.synced.remove(key, &watcher.range);
+                watcher.state = State::Unsynced;
+                state.unsynced.insert(key, &watcher.range);
+            }
+        }
+        self.wake.notify_one();
+    }
+
     /// Runs the sync task until `shutdown` turns true: catches unsynced watchers up from the
     /// store and retries parked ones, whenever woken and at least every `sync_interval`.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
