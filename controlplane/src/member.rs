@@ -89,6 +89,8 @@ pub async fn run(settings: MemberSettings) -> Result<()> {
         .with_context(|| format!("opening the store in {}", engine_dir.display()))?;
     tracing::info!(engine = engine.kind(), dir = %engine_dir.display(), "storage engine open");
 
+    let name = settings.node.name.clone();
+    let client_urls = settings.node.advertise_client_urls.clone();
     let transport = etcd_api::GrpcTransport::new();
     let running = raftstore::node::start(engine, settings.node, transport.clone())
         .with_context(|| format!("starting the member in {}", settings.data_dir.display()))?;
@@ -123,6 +125,11 @@ pub async fn run(settings: MemberSettings) -> Result<()> {
         .ready()
         .await
         .context("waiting for the member to catch up")?;
+    tokio::spawn(publish_attributes(
+        running.handle.clone(),
+        name,
+        client_urls,
+    ));
 
     for addr in &settings.listen_client {
         let incoming = etcd_api::TokioNet
@@ -170,6 +177,28 @@ pub async fn run(settings: MemberSettings) -> Result<()> {
         }
     }
     outcome
+}
+
+/// Publishes this member's name and client URLs through raft, retrying (as etcd does) until it
+/// succeeds or the member stops.
+async fn publish_attributes(
+    handle: raftstore::node::NodeHandle,
+    name: String,
+    client_urls: Vec<String>,
+) {
+    loop {
+        match handle
+            .publish_attributes(name.clone(), client_urls.clone())
+            .await
+        {
+            Ok(()) => return,
+            Err(raftstore::EtcdError::Stopped) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "publishing this member's name and client URLs failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
 }
 
 /// Waits for SIGTERM or SIGINT; returns its name.

@@ -349,3 +349,39 @@ async fn a_member_behind_the_compacted_log_catches_up_from_a_snapshot() {
         "the member caught up without a snapshot; logs:\n{installed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_lists_every_members_name_and_client_urls() {
+    let cluster = TestCluster::start(3).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for index in 0..3 {
+        let mut client = cluster.client(index).await;
+        loop {
+            let listed = client.member_list().await.expect("member list");
+            let mut seen: Vec<(String, Vec<String>)> = listed
+                .members()
+                .iter()
+                .map(|member| (member.name().to_string(), member.client_urls().to_vec()))
+                .collect();
+            seen.sort();
+            let expected: Vec<(String, Vec<String>)> = cluster
+                .members
+                .iter()
+                .map(|member| {
+                    (
+                        member.name.clone(),
+                        vec![format!("http://{}", member.endpoint())],
+                    )
+                })
+                .collect();
+            if seen == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "member {index} lists {seen:?}, expected {expected:?}"
+            );
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

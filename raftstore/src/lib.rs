@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod identity;
 pub mod lease;
+pub mod membership;
 pub mod mvcc;
 pub mod node;
 pub mod pb;

@@ -49,6 +49,8 @@ pub enum CommandResponse {
     Compaction(CompactionResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    /// A command that changes no MVCC state (membership records).
+    Empty,
 }
 
 /// What applying one raft entry did.
@@ -258,6 +260,10 @@ impl MvccStore {
             Some(Request::Compaction(compaction)) => self.execute_compaction(compaction),
             Some(Request::LeaseGrant(grant)) => Ok(self.execute_lease_grant(grant)),
             Some(Request::LeaseRevoke(revoke)) => self.execute_lease_revoke(revoke),
+            // Applied to the membership by the driver; nothing changes here.
+            Some(Request::MemberAttributes(_)) => {
+                Ok(Ok(Effect::response(CommandResponse::Empty, Vec::new())))
+            }
         }
     }
 

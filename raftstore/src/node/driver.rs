@@ -26,6 +26,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::error::{EtcdError, StorageError};
 use crate::lease::ExpiryClock;
+use crate::membership::Membership;
 use crate::mvcc::{ApplyOutcome, CommandResponse, MvccStore};
 use crate::node::read_index::{ReadResponder, ReadRounds};
 use crate::node::status::{NodeStatus, StatusCell};
@@ -91,6 +92,7 @@ pub struct Driver {
     pub log: RaftLogStore,
     pub store: Arc<RwLock<MvccStore>>,
     pub watch_hub: Arc<WatchHub>,
+    pub membership: Arc<Membership>,
     pub status: Arc<StatusCell>,
     pub transport: Arc<dyn RaftTransport>,
     pub config: NodeConfig,
@@ -110,6 +112,7 @@ impl Driver {
         log: RaftLogStore,
         store: Arc<RwLock<MvccStore>>,
         watch_hub: Arc<WatchHub>,
+        membership: Arc<Membership>,
         status: Arc<StatusCell>,
         transport: Arc<dyn RaftTransport>,
         config: NodeConfig,
@@ -123,6 +126,7 @@ impl Driver {
             log,
             store,
             watch_hub,
+            membership,
             status,
             transport,
             config,
@@ -395,6 +399,12 @@ impl Driver {
                                 reason: err.to_string(),
                             }
                         })?;
+                        if let Some(raft_command::Request::MemberAttributes(attributes)) =
+                            &command.request
+                        {
+                            self.membership
+                                .apply_attributes(store.engine().as_ref(), attributes)?;
+                        }
                         let mut outcome = store.apply(entry.index, command.request.as_ref())?;
                         self.track_lease_deadlines(command.request.as_ref(), &outcome);
                         if let Ok(applied) = &mut outcome {

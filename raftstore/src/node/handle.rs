@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::engine::KvEngine;
 use crate::error::EtcdError;
 use crate::lease::MAX_LEASE_TTL;
+use crate::membership::Membership;
 use crate::mvcc::{validate, CommandResponse, MvccStore};
 use crate::node::driver::{DriverRequest, ProposalResult};
 use crate::node::status::{NodeStatus, StatusCell};
@@ -25,6 +26,7 @@ use crate::pb::etcdserverpb::{
     LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveResponse, Member, PutRequest, PutResponse,
     RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
+use crate::pb::k3rspb::MemberAttributes;
 use crate::pb::k3rspb::{raft_command, ClusterIdentity, RaftCommand};
 use crate::watch::WatchHub;
 
@@ -40,6 +42,7 @@ struct Shared {
     engine: Arc<dyn KvEngine>,
     store: Arc<RwLock<MvccStore>>,
     watch_hub: Arc<WatchHub>,
+    membership: Arc<Membership>,
     status: Arc<StatusCell>,
     requests: mpsc::Sender<DriverRequest>,
     request_id_prefix: u64,
@@ -55,6 +58,7 @@ impl NodeHandle {
         engine: Arc<dyn KvEngine>,
         store: Arc<RwLock<MvccStore>>,
         watch_hub: Arc<WatchHub>,
+        membership: Arc<Membership>,
         status: Arc<StatusCell>,
         requests: mpsc::Sender<DriverRequest>,
         boot_count: u64,
@@ -71,6 +75,7 @@ impl NodeHandle {
                 engine,
                 store,
                 watch_hub,
+                membership,
                 status,
                 requests,
                 request_id_prefix,
@@ -117,7 +122,7 @@ impl NodeHandle {
 
     /// The cluster's members as MemberList shows them.
     pub fn members(&self) -> Vec<Member> {
-        self.shared.identity.members.clone()
+        self.shared.membership.members()
     }
 
     /// A response header as etcd fills it: cluster, member, `revision`, current raft term.
@@ -280,6 +285,23 @@ impl NodeHandle {
                 .map(|(id, _)| LeaseStatus { id })
                 .collect(),
         }
+    }
+
+    /// Publishes this member's name and client URLs to the cluster (etcd's member attributes).
+    /// Done at every start: other members may not know them yet (or know old ones).
+    pub async fn publish_attributes(
+        &self,
+        name: String,
+        client_urls: Vec<String>,
+    ) -> Result<(), EtcdError> {
+        let attributes = MemberAttributes {
+            id: self.member_id(),
+            name,
+            client_urls,
+        };
+        self.propose(raft_command::Request::MemberAttributes(attributes))
+            .await
+            .map(|_| ())
     }
 
     /// Reclaims the engine's free space (etcd's defragment); contents are unchanged.

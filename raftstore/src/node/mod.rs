@@ -31,6 +31,7 @@ pub use transport::{NoPeers, RaftTransport};
 use crate::engine::{KvEngine, Table, WriteBatch};
 use crate::error::{EtcdError, StorageError};
 use crate::identity;
+use crate::membership::Membership;
 use crate::mvcc::MvccStore;
 use crate::raft_log::RaftLogStore;
 use crate::watch::{HubConfig, WatchHub};
@@ -126,6 +127,7 @@ pub fn start(
 
     let store = Arc::new(RwLock::new(store));
     let watch_hub = WatchHub::new(store.clone(), HubConfig::default());
+    let membership = Membership::new(identity.clone());
     let status = Arc::new(StatusCell::new(status::NodeStatus {
         member_id,
         applied_index: applied,
@@ -140,13 +142,14 @@ pub fn start(
         engine,
         store.clone(),
         watch_hub.clone(),
+        membership.clone(),
         status.clone(),
         requests_tx,
         boot_count,
         shutdown_tx,
     );
     let driver = Driver::new(
-        raw_node, log, store, watch_hub, status, transport, config, member_id,
+        raw_node, log, store, watch_hub, membership, status, transport, config, member_id,
     );
     let driver = tokio::spawn(driver.run(requests_rx, shutdown_rx));
     tracing::info!(member = %format!("{member_id:x}"), applied, commit = hard_state.commit, "member started");
