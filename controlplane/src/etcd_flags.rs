@@ -140,12 +140,11 @@ impl EtcdTuning {
 
 impl EtcdArgs {
     pub fn into_member_settings(self) -> Result<MemberSettings> {
-        if self.initial_cluster_state != "new" {
-            bail!(
-                "--initial-cluster-state={}: joining an existing cluster is not supported yet; use new",
-                self.initial_cluster_state
-            );
-        }
+        let join_existing = match self.initial_cluster_state.as_str() {
+            "new" => false,
+            "existing" => true,
+            other => bail!("--initial-cluster-state={other}: expected new or existing"),
+        };
         let data_dir = self
             .data_dir
             .clone()
@@ -167,6 +166,8 @@ impl EtcdArgs {
         )?;
         settings.set_listen_client_urls(&listen_client)?;
         settings.set_listen_peer_urls(&split_list(&self.listen_peer_urls))?;
+        settings.join_existing = join_existing;
+        settings.advertise_peer_urls = peer_urls.clone();
         settings.node.initial_cluster = initial_cluster;
         settings.node.initial_cluster_token = self.initial_cluster_token.clone();
         settings.node.advertise_client_urls = split_list(&self.advertise_client_urls);

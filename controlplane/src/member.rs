@@ -26,6 +26,11 @@ pub struct MemberSettings {
     /// Where other members reach this one (etcd's `--listen-peer-urls`); only listened on when
     /// the cluster has other members.
     pub listen_peer: Vec<SocketAddr>,
+    /// Join the existing cluster named by the initial cluster (etcd's
+    /// `--initial-cluster-state existing`) instead of creating one.
+    pub join_existing: bool,
+    /// This member's peer URLs, by which it finds itself in an existing cluster.
+    pub advertise_peer_urls: Vec<String>,
 }
 
 impl MemberSettings {
@@ -51,6 +56,8 @@ impl MemberSettings {
             node,
             listen_client: vec![listen_addr(&client_url)?],
             listen_peer: Vec::new(),
+            join_existing: false,
+            advertise_peer_urls: Vec::new(),
         })
     }
 
@@ -91,8 +98,22 @@ pub async fn run(settings: MemberSettings) -> Result<()> {
 
     let name = settings.node.name.clone();
     let client_urls = settings.node.advertise_client_urls.clone();
+    let joining = if settings.join_existing && raftstore::identity::load(engine.as_ref())?.is_none()
+    {
+        Some(
+            etcd_api::peer::fetch_identity(
+                &settings.node.initial_cluster,
+                &settings.advertise_peer_urls,
+            )
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("joining the existing cluster")?,
+        )
+    } else {
+        None
+    };
     let transport = etcd_api::GrpcTransport::new();
-    let running = raftstore::node::start(engine, settings.node, transport.clone())
+    let running = raftstore::node::start_or_join(engine, settings.node, transport.clone(), joining)
         .with_context(|| format!("starting the member in {}", settings.data_dir.display()))?;
     let handle = &running.handle;
     let members = handle.members();

@@ -385,3 +385,123 @@ async fn every_member_lists_every_members_name_and_client_urls() {
         }
     }
 }
+
+/// Runs etcdctl 3.4 against `endpoint`; panics with its output if it fails.
+fn etcdctl(endpoint: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoint, "--command-timeout=20s"])
+        .args(args)
+        .output()
+        .expect("running etcdctl");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "etcdctl {args:?} failed: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_joins_is_promoted_and_an_old_member_is_removed_under_load() {
+    let mut cluster = TestCluster::start(3).await;
+    let endpoints = cluster.endpoints();
+    let writer = tokio::spawn(async move {
+        let mut acked = BTreeMap::new();
+        let started = Instant::now();
+        let mut n = 0u32;
+        while started.elapsed() < Duration::from_secs(12) && n < 3_000 {
+            // Through the first member, which stays.
+            let attempt = timeout(Duration::from_secs(3), async {
+                let mut client = common::connect(&endpoints[0]).await;
+                client
+                    .put(format!("member/{n:05}"), format!("v{n}"), None)
+                    .await
+            })
+            .await;
+            if let Ok(Ok(put)) = attempt {
+                acked.insert(
+                    format!("member/{n:05}"),
+                    (format!("v{n}"), put.header().expect("header").revision()),
+                );
+            }
+            n += 1;
+        }
+        acked
+    });
+
+    let joiner = cluster.prepare_member();
+    let peer_url = cluster.members[joiner].peer_url();
+    let first = cluster.members[0].endpoint();
+    let added = etcdctl(
+        &first,
+        &[
+            "member",
+            "add",
+            &cluster.members[joiner].name.clone(),
+            "--learner",
+            "--peer-urls",
+            &peer_url,
+        ],
+    );
+    assert!(added.contains("added to cluster"), "{added}");
+    cluster.start_joining(joiner).await;
+
+    let listed = etcdctl(&first, &["member", "list"]);
+    let joiner_id = listed
+        .lines()
+        .find(|line| line.contains(&peer_url))
+        .and_then(|line| line.split(',').next())
+        .expect("the learner is listed")
+        .to_string();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(&peer_url) && l.trim_end().ends_with("true")),
+        "{listed}"
+    );
+    // Promotion is refused until the learner caught up; retry within a bound, as operators do.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &first, "member", "promote", &joiner_id])
+            .output()
+            .expect("running etcdctl");
+        if output.status.success() {
+            break;
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("in sync with leader"), "{stderr}");
+        assert!(Instant::now() < deadline, "the learner never caught up");
+        sleep(Duration::from_millis(300)).await;
+    }
+    let old = cluster.members[2].endpoint();
+    let old_id = etcdctl(&old, &["endpoint", "status", "-w", "fields"])
+        .lines()
+        .find(|line| line.starts_with("\"MemberID\""))
+        .and_then(|line| line.split(':').nth(1))
+        .map(|id| format!("{:x}", id.trim().parse::<u64>().expect("member id")))
+        .expect("member id of the third member");
+    let removed = etcdctl(&first, &["member", "remove", &old_id]);
+    assert!(removed.contains("removed from cluster"), "{removed}");
+
+    let acked = writer.await.expect("writer");
+    assert!(
+        acked.len() > 20,
+        "too few writes acknowledged: {}",
+        acked.len()
+    );
+    for index in [0, 1, joiner] {
+        for (key, expected) in &acked {
+            await_replicated(&cluster, index, key, expected.clone()).await;
+        }
+    }
+    let members = etcdctl(&first, &["member", "list"]);
+    assert_eq!(members.lines().count(), 3, "{members}");
+    assert!(
+        !members.contains(&cluster.members[2].peer_url()),
+        "{members}"
+    );
+}

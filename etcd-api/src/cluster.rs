@@ -1,14 +1,20 @@
-//! The etcd `Cluster` service: MemberList now; membership changes arrive with replication.
+//! The etcd `Cluster` service: MemberList, MemberAdd, MemberPromote, MemberRemove.
 //!
 //! Guarantees: MemberList shows the members this node knows, with a current header; with
 //! `linearizable` it first waits for a ReadIndex round, so the list is no older than the
-//! leader's at the time of the call. Change RPCs answer `Unimplemented`, never a wrong answer.
+//! leader's at the time of the call. Changes go through raft as conf changes and answer once
+//! applied here; a promotion is checked by the leader (a follower forwards it). MemberUpdate
+//! answers `Unimplemented`, never a wrong answer.
+
+use std::sync::Arc;
 
 use raftstore::node::NodeHandle;
+use raftstore::EtcdError;
 use tonic::{Request, Response, Status};
 
 use crate::error::status_from;
 use crate::header::current_header;
+use crate::leader::LeaderLink;
 use crate::pb::etcdserverpb::cluster_server::Cluster;
 use crate::pb::etcdserverpb::{
     MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
@@ -20,41 +26,59 @@ use crate::pb::etcdserverpb::{
 #[derive(Clone)]
 pub struct ClusterService {
     handle: NodeHandle,
+    leader: Arc<LeaderLink>,
 }
 
 impl ClusterService {
     pub fn new(handle: NodeHandle) -> Self {
-        Self { handle }
+        Self {
+            leader: Arc::new(LeaderLink::new(handle.clone())),
+            handle,
+        }
     }
-}
-
-fn membership_changes_not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "k3rs: Cluster.{rpc} is not implemented yet: membership changes arrive with replication"
-    ))
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _request: Request<MemberAddRequest>,
+        request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(membership_changes_not_yet("MemberAdd"))
+        let request = request.into_inner();
+        let (member, members) = self
+            .handle
+            .member_add(request.peer_ur_ls, request.is_learner)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(MemberAddResponse {
+            header: Some(current_header(&self.handle)),
+            member: Some(member),
+            members,
+        }))
     }
 
     async fn member_remove(
         &self,
-        _request: Request<MemberRemoveRequest>,
+        request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(membership_changes_not_yet("MemberRemove"))
+        let members = self
+            .handle
+            .member_remove(request.into_inner().id)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: Some(current_header(&self.handle)),
+            members,
+        }))
     }
 
     async fn member_update(
         &self,
         _request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(membership_changes_not_yet("MemberUpdate"))
+        Err(Status::unimplemented(
+            "k3rs: Cluster.MemberUpdate (changing a member's peer URLs) is not implemented yet",
+        ))
     }
 
     async fn member_list(
@@ -72,8 +96,23 @@ impl Cluster for ClusterService {
 
     async fn member_promote(
         &self,
-        _request: Request<MemberPromoteRequest>,
+        request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(membership_changes_not_yet("MemberPromote"))
+        let request = request.into_inner();
+        let members = match self.handle.member_promote(request.id).await {
+            Ok(members) => members,
+            // Only the leader knows whether the learner caught up: ask it.
+            Err(EtcdError::NotLeader) => {
+                let mut leader = self.leader.leader().map_err(status_from)?;
+                return Ok(Response::new(
+                    leader.member_promote(request).await?.into_inner(),
+                ));
+            }
+            Err(err) => return Err(status_from(err)),
+        };
+        Ok(Response::new(MemberPromoteResponse {
+            header: Some(current_header(&self.handle)),
+            members,
+        }))
     }
 }

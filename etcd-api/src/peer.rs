@@ -23,10 +23,11 @@ use tonic::{Request, Response, Status};
 
 use crate::pb::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    MemberPromoteRequest, MemberPromoteResponse,
 };
 use crate::pb::k3rspb::raft_peer_client::RaftPeerClient;
 use crate::pb::k3rspb::raft_peer_server::RaftPeer;
-use crate::pb::k3rspb::{RaftAck, RaftBatch};
+use crate::pb::k3rspb::{MembersRequest, MembersResponse, RaftAck, RaftBatch};
 
 /// Messages queued per peer before further ones are dropped.
 pub const PEER_QUEUE_CAPACITY: usize = 4096;
@@ -107,6 +108,31 @@ impl RaftPeer for PeerService {
         }))
     }
 
+    async fn member_promote(
+        &self,
+        request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let members = self
+            .handle
+            .member_promote(request.into_inner().id)
+            .await
+            .map_err(crate::error::status_from)?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: Some(crate::header::current_header(&self.handle)),
+            members,
+        }))
+    }
+
+    async fn members(
+        &self,
+        _request: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        Ok(Response::new(MembersResponse {
+            cluster_id: self.handle.cluster_id(),
+            members: self.handle.members(),
+        }))
+    }
+
     async fn lease_time_to_live(
         &self,
         request: Request<LeaseTimeToLiveRequest>,
@@ -132,6 +158,8 @@ impl RaftPeer for PeerService {
 /// Sends raft messages to the other members over gRPC.
 #[derive(Default)]
 pub struct GrpcTransport {
+    /// (cluster id, this member's id), once known.
+    ids: Mutex<Option<(u64, u64)>>,
     peers: Mutex<HashMap<u64, mpsc::Sender<raft::eraftpb::Message>>>,
     unreachable: Arc<Mutex<HashSet<u64>>>,
 }
@@ -152,7 +180,9 @@ impl GrpcTransport {
         member_id: u64,
         members: &[Member],
     ) -> Result<(), String> {
+        *self.ids.lock() = Some((cluster_id, member_id));
         let mut peers = self.peers.lock();
+        peers.retain(|id, _| members.iter().any(|member| member.id == *id));
         for member in members {
             if member.id == member_id || peers.contains_key(&member.id) {
                 continue;
@@ -202,6 +232,15 @@ impl RaftTransport for GrpcTransport {
 
     fn take_unreachable(&self) -> Vec<u64> {
         self.unreachable.lock().drain().collect()
+    }
+
+    fn members_changed(&self, members: &[Member]) {
+        let ids = *self.ids.lock();
+        if let Some((cluster_id, member_id)) = ids {
+            if let Err(err) = self.connect_members(cluster_id, member_id, members) {
+                tracing::warn!(error = %err, "cannot reach a new member");
+            }
+        }
     }
 }
 
@@ -260,4 +299,65 @@ impl PeerLink {
             }
         }
     }
+}
+
+/// How long a joining member keeps asking the existing members for the cluster.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The identity of a member joining an existing cluster: asks the other members listed in the
+/// initial cluster for the cluster's members and finds this one by its peer URLs (it must have
+/// been added with MemberAdd first, as in etcd).
+pub async fn fetch_identity(
+    initial_cluster: &[raftstore::identity::InitialMember],
+    own_peer_urls: &[String],
+) -> Result<raftstore::pb::k3rspb::ClusterIdentity, String> {
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let mut last_error = String::from("no other member is listed in --initial-cluster");
+    loop {
+        for url in initial_cluster
+            .iter()
+            .flat_map(|member| member.peer_urls.iter())
+            .filter(|url| !own_peer_urls.contains(url))
+        {
+            match ask_members(url).await {
+                Ok(answer) => {
+                    let me = answer
+                        .members
+                        .iter()
+                        .find(|m| m.peer_ur_ls.iter().any(|u| own_peer_urls.contains(u)))
+                        .ok_or_else(|| {
+                            format!(
+                                "the cluster at {url} has no member with peer URLs {own_peer_urls:?}; \
+                                 add it first (etcdctl member add)"
+                            )
+                        })?;
+                    return Ok(raftstore::pb::k3rspb::ClusterIdentity {
+                        cluster_id: answer.cluster_id,
+                        member_id: me.id,
+                        members: answer.members.clone(),
+                    });
+                }
+                Err(err) => last_error = format!("{url}: {err}"),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "no existing member answered within {JOIN_TIMEOUT:?} (last: {last_error})"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn ask_members(url: &str) -> Result<MembersResponse, String> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|err| err.to_string())?
+        .connect_timeout(CALL_TIMEOUT)
+        .timeout(CALL_TIMEOUT);
+    let channel = endpoint.connect().await.map_err(|err| err.to_string())?;
+    let answer = RaftPeerClient::new(channel)
+        .members(MembersRequest {})
+        .await
+        .map_err(|status| status.message().to_string())?;
+    Ok(answer.into_inner())
 }

@@ -407,21 +407,30 @@ async fn linearizable_member_list_waits_for_a_read_barrier_and_answers() {
 }
 
 #[tokio::test]
-async fn member_add_is_unimplemented_until_replication() {
+async fn member_add_without_valid_peer_urls_is_refused_with_etcds_error() {
     let member = ServedMember::start().await;
 
     let status = member
         .cluster()
-        .member_add(MemberAddRequest::default())
+        .member_add(MemberAddRequest {
+            peer_ur_ls: vec!["not a url".into()],
+            ..Default::default()
+        })
         .await
-        .expect_err("not implemented yet");
+        .expect_err("invalid URLs");
 
-    assert_eq!(status.code(), Code::Unimplemented);
-    assert!(
-        status.message().contains("replication"),
-        "{}",
-        status.message()
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "etcdserver: given member URLs are invalid"
     );
+    let listed = member
+        .cluster()
+        .member_list(MemberListRequest::default())
+        .await
+        .expect("member list")
+        .into_inner();
+    assert_eq!(listed.members.len(), 1, "nothing was added");
 }
 
 #[tokio::test]

@@ -65,6 +65,20 @@ pub enum EtcdError {
     NotLeader,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlsExist,
+    #[error("etcdserver: given member URLs are invalid")]
+    InvalidMemberUrls,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: can only promote a learner member")]
+    NotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
     #[error("etcdserver: request timed out, leader transfer took too long")]
     LeaderTransferTimeout,
     #[error("etcdserver: corrupt cluster")]
@@ -79,12 +93,19 @@ impl EtcdError {
         use EtcdError::*;
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
-            | InvalidSortOption | RequestTooLarge => ErrorCode::InvalidArgument,
+            | InvalidSortOption | RequestTooLarge | InvalidMemberUrls => ErrorCode::InvalidArgument,
             Compacted | FutureRevision | LeaseTtlTooLarge => ErrorCode::OutOfRange,
             LeaseNotFound | MemberNotFound => ErrorCode::NotFound,
-            LeaseExists | NotLeader | BadLeaderTransferee => ErrorCode::FailedPrecondition,
+            LeaseExists
+            | NotLeader
+            | BadLeaderTransferee
+            | PeerUrlsExist
+            | TooManyLearners
+            | NotLearner
+            | LearnerNotReady
+            | NotEnoughStartedMembers => ErrorCode::FailedPrecondition,
             TooManyRequests => ErrorCode::ResourceExhausted,
-            NoLeader | LeaderChanged | Stopped | Timeout | LeaderTransferTimeout => {
+            NoLeader | LeaderChanged | Stopped | Timeout | LeaderTransferTimeout | Unhealthy => {
                 ErrorCode::Unavailable
             }
             Corrupt => ErrorCode::DataLoss,

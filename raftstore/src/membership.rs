@@ -1,9 +1,9 @@
 //! `Membership`: the cluster's members as every member sees them, changed only by applied raft
 //! entries and kept in the stored cluster identity.
 //!
-//! Guarantees: [`Membership::apply_attributes`] writes the updated identity (synced) before the
-//! caller records the entry as applied, so a crash in between re-applies it — harmless, since
-//! setting the same attributes twice changes nothing.
+//! Guarantees: [`Membership::apply_attributes`] and [`Membership::apply_change`] write the
+//! updated identity (synced) before the caller records the entry as applied, so a crash in
+//! between re-applies it — harmless, since applying the same change twice changes nothing.
 
 use std::sync::Arc;
 
@@ -15,6 +15,14 @@ use crate::identity;
 use crate::pb::etcdserverpb::Member;
 use crate::pb::k3rspb::{ClusterIdentity, MemberAttributes};
 
+/// What a membership conf change does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChangeKind {
+    Added,
+    Promoted,
+    Removed,
+}
+
 pub struct Membership {
     identity: RwLock<ClusterIdentity>,
 }
@@ -24,6 +32,15 @@ impl Membership {
         Arc::new(Self {
             identity: RwLock::new(identity),
         })
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.identity.read().cluster_id
+    }
+
+    /// Whether member `id` is in the cluster.
+    pub fn contains(&self, id: u64) -> bool {
+        self.identity.read().members.iter().any(|m| m.id == id)
     }
 
     /// Every member, as MemberList shows them.
@@ -38,6 +55,36 @@ impl Membership {
                 && member.name == attributes.name
                 && member.client_ur_ls == attributes.client_urls
         })
+    }
+
+    /// Records a membership conf change: `Added` puts `member` in (or updates it), `Promoted`
+    /// makes it a voter, `Removed` takes it out.
+    pub fn apply_change(
+        &self,
+        engine: &dyn KvEngine,
+        change: MemberChangeKind,
+        member: &Member,
+    ) -> Result<(), StorageError> {
+        let mut identity = self.identity.write();
+        let before = identity.members.clone();
+        match change {
+            MemberChangeKind::Added => {
+                match identity.members.iter_mut().find(|m| m.id == member.id) {
+                    Some(existing) => existing.is_learner = member.is_learner,
+                    None => identity.members.push(member.clone()),
+                }
+            }
+            MemberChangeKind::Promoted => {
+                if let Some(existing) = identity.members.iter_mut().find(|m| m.id == member.id) {
+                    existing.is_learner = false;
+                }
+            }
+            MemberChangeKind::Removed => identity.members.retain(|m| m.id != member.id),
+        }
+        if identity.members == before {
+            return Ok(());
+        }
+        identity::store(engine, &identity)
     }
 
     /// Sets a member's name and client URLs; an unknown member is ignored (it was removed).

@@ -57,6 +57,10 @@ impl ClusterMember {
     }
 
     fn spawn(&mut self, initial_cluster: &str) {
+        self.spawn_in_state(initial_cluster, "new");
+    }
+
+    fn spawn_in_state(&mut self, initial_cluster: &str, state: &str) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = File::create(self.log_path(self.starts)).expect("creating a member log");
         let client_url = format!("http://{}", self.endpoint());
@@ -71,7 +75,7 @@ impl ClusterMember {
             .args(["--listen-peer-urls", &peer_url])
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", initial_cluster])
-            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-state", state])
             .args(&self.extra_args)
             .env_remove("ETCD_NAME")
             .env_remove("ETCD_DATA_DIR")
@@ -95,7 +99,7 @@ impl ClusterMember {
 
 /// Members started together as one new cluster.
 pub struct TestCluster {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     pub members: Vec<ClusterMember>,
     initial_cluster: String,
 }
@@ -130,7 +134,7 @@ impl TestCluster {
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = Self {
-            _dir: dir,
+            dir,
             members,
             initial_cluster,
         };
@@ -142,6 +146,38 @@ impl TestCluster {
             cluster.wait_serving(index).await;
         }
         cluster
+    }
+
+    /// A new member's place (name, ports, data dir), not started: add it with MemberAdd, then
+    /// [`TestCluster::start_joining`]. Returns its index.
+    pub fn prepare_member(&mut self) -> usize {
+        let n = self.members.len() + 1;
+        let extra_args = self.members[0].extra_args.clone();
+        self.members.push(ClusterMember {
+            name: format!("m{n}"),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: self.dir.path().join(format!("m{n}")),
+            log_dir: self.dir.path().to_path_buf(),
+            child: None,
+            starts: 0,
+            extra_args,
+        });
+        self.members.len() - 1
+    }
+
+    /// Starts a prepared member with `--initial-cluster-state existing` and waits until it
+    /// serves with a leader.
+    pub async fn start_joining(&mut self, index: usize) {
+        let joined = format!(
+            "{},{}={}",
+            self.initial_cluster,
+            self.members[index].name,
+            self.members[index].peer_url()
+        );
+        self.initial_cluster = joined.clone();
+        self.members[index].spawn_in_state(&joined, "existing");
+        self.wait_serving(index).await;
     }
 
     /// Restarts a stopped member on its data dir and waits until it serves with a leader.

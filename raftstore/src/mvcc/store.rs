@@ -51,6 +51,8 @@ pub enum CommandResponse {
     LeaseRevoke(LeaseRevokeResponse),
     /// A command that changes no MVCC state (membership records).
     Empty,
+    /// A membership change: the members after it.
+    Members(Vec<crate::pb::etcdserverpb::Member>),
 }
 
 /// What applying one raft entry did.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType};
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType};
 use raft::prelude::Ready;
 use raft::{RawNode, StateRole};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -26,14 +26,15 @@ use tokio::time::MissedTickBehavior;
 
 use crate::error::{EtcdError, StorageError};
 use crate::lease::ExpiryClock;
-use crate::membership::Membership;
+use crate::membership::{MemberChangeKind, Membership};
 use crate::mvcc::{ApplyOutcome, CommandResponse, MvccStore};
 use crate::node::read_index::{ReadResponder, ReadRounds};
 use crate::node::status::{NodeStatus, StatusCell};
 use crate::node::transport::RaftTransport;
 use crate::node::NodeConfig;
+use crate::pb::etcdserverpb::Member;
 use crate::pb::etcdserverpb::{LeaseRevokeRequest, LeaseTimeToLiveResponse};
-use crate::pb::k3rspb::{raft_command, RaftCommand};
+use crate::pb::k3rspb::{raft_command, MemberChange, RaftCommand};
 use crate::raft_log::RaftLogStore;
 use crate::watch::WatchHub;
 
@@ -53,6 +54,14 @@ pub enum DriverRequest {
     /// Raft messages from peers.
     Step {
         messages: Vec<raft::eraftpb::Message>,
+    },
+    /// Propose a membership conf change whose context is an encoded [`MemberChange`] with
+    /// request id `id`. With `promoting`, the learner must have caught up with the leader.
+    ProposeMemberChange {
+        id: u64,
+        change: ConfChangeV2,
+        promoting: Option<u64>,
+        respond: oneshot::Sender<ProposalResult>,
     },
     /// Start handing leadership to voter `target` (leader only).
     TransferLeader {
@@ -85,6 +94,8 @@ pub enum DriverError {
     Raft(#[from] raft::Error),
     #[error("committed raft entry {index} is not decodable: {reason}")]
     CorruptEntry { index: u64, reason: String },
+    #[error("etcdserver: the member has been permanently removed from the cluster")]
+    Removed,
 }
 
 pub struct Driver {
@@ -252,6 +263,19 @@ impl Driver {
                     }
                 }
             }
+            DriverRequest::ProposeMemberChange {
+                id,
+                change,
+                promoting,
+                respond,
+            } => match self.propose_member_change(change, promoting) {
+                Ok(()) => {
+                    self.waiters.insert(id, respond);
+                }
+                Err(err) => {
+                    let _ = respond.send(Err(err));
+                }
+            },
             DriverRequest::TransferLeader { target, respond } => {
                 let _ = respond.send(self.transfer_leader(target));
             }
@@ -270,6 +294,39 @@ impl Driver {
             EtcdError::NoLeader
         } else {
             EtcdError::NotLeader
+        }
+    }
+
+    fn propose_member_change(
+        &mut self,
+        change: ConfChangeV2,
+        promoting: Option<u64>,
+    ) -> Result<(), EtcdError> {
+        if self.raw_node.raft.has_pending_conf() {
+            // raft-rs takes one membership change at a time.
+            return Err(EtcdError::Unhealthy);
+        }
+        if let Some(learner) = promoting {
+            if self.raw_node.raft.state != StateRole::Leader {
+                return Err(self.not_leading());
+            }
+            let committed = self.raw_node.raft.raft_log.committed;
+            let matched = self
+                .raw_node
+                .raft
+                .prs()
+                .get(learner)
+                .map_or(0, |progress| progress.matched);
+            // etcd's rule: a learner is ready once it has 90% of the leader's log.
+            if (matched as f64) < committed as f64 * 0.9 {
+                return Err(EtcdError::LearnerNotReady);
+            }
+        }
+        let context = change.context.to_vec();
+        match self.raw_node.propose_conf_change(context, change) {
+            Ok(()) => Ok(()),
+            Err(raft::Error::ProposalDropped) => Err(self.no_leader_error()),
+            Err(err) => Err(EtcdError::Internal(format!("propose conf change: {err}"))),
         }
     }
 
@@ -418,9 +475,28 @@ impl Driver {
                         }
                     }
                     EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                        let conf_state = self.apply_conf_change(entry)?;
+                        let (conf_state, context, changes) = self.apply_conf_change(entry)?;
+                        let (request_id, removed_self) =
+                            self.apply_member_changes(store.engine().as_ref(), &context, &changes)?;
                         self.log.set_conf_state(&conf_state)?;
                         record_index_only(&mut store, entry.index)?;
+                        let members = self.membership.members();
+                        self.transport.members_changed(&members);
+                        if request_id != 0 {
+                            let revision = store.current_revision();
+                            replies.push((
+                                request_id,
+                                Ok(ApplyOutcome {
+                                    response: Some(CommandResponse::Members(members)),
+                                    events: Vec::new(),
+                                    revision,
+                                }),
+                            ));
+                        }
+                        if removed_self {
+                            return Err(DriverError::Removed);
+                        }
+                        self.make_joiners_use_snapshots(store.engine().as_ref())?;
                     }
                 }
             }
@@ -540,20 +616,88 @@ impl Driver {
         });
     }
 
-    /// Applies a committed conf change entry to raft, returning the new conf state.
-    fn apply_conf_change(&mut self, entry: &Entry) -> Result<ConfState, DriverError> {
+    /// Applies a committed conf change entry to raft, returning the new conf state, the entry's
+    /// context and its single changes (type, node).
+    #[allow(clippy::type_complexity)]
+    fn apply_conf_change(
+        &mut self,
+        entry: &Entry,
+    ) -> Result<(ConfState, Vec<u8>, Vec<(ConfChangeType, u64)>), DriverError> {
         let corrupt = |err: protobuf::ProtobufError| DriverError::CorruptEntry {
             index: entry.index,
             reason: err.to_string(),
         };
-        let conf_state = if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
+        if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
             let change = ConfChangeV2::parse_from_bytes(entry.data.as_ref()).map_err(corrupt)?;
-            self.raw_node.apply_conf_change(&change)?
+            let singles = change
+                .get_changes()
+                .iter()
+                .map(|single| (single.get_change_type(), single.node_id))
+                .collect();
+            let conf_state = self.raw_node.apply_conf_change(&change)?;
+            Ok((conf_state, change.context.to_vec(), singles))
         } else {
             let change = ConfChange::parse_from_bytes(entry.data.as_ref()).map_err(corrupt)?;
-            self.raw_node.apply_conf_change(&change)?
-        };
-        Ok(conf_state)
+            let singles = vec![(change.get_change_type(), change.node_id)];
+            let conf_state = self.raw_node.apply_conf_change(&change)?;
+            Ok((conf_state, change.context.to_vec(), singles))
+        }
+    }
+
+    /// Records applied conf changes in the membership; returns the waiting request id (0 if
+    /// none) and whether this member was removed.
+    fn apply_member_changes(
+        &mut self,
+        engine: &dyn crate::engine::KvEngine,
+        context: &[u8],
+        changes: &[(ConfChangeType, u64)],
+    ) -> Result<(u64, bool), DriverError> {
+        let described = MemberChange::decode(context).unwrap_or_default();
+        let mut removed_self = false;
+        for (change_type, node_id) in changes {
+            let mut member = described
+                .member
+                .clone()
+                .filter(|member| member.id == *node_id)
+                .unwrap_or_else(|| Member {
+                    id: *node_id,
+                    ..Default::default()
+                });
+            let kind = match change_type {
+                ConfChangeType::AddNode if self.membership.contains(*node_id) => {
+                    MemberChangeKind::Promoted
+                }
+                ConfChangeType::AddNode => {
+                    member.is_learner = false;
+                    MemberChangeKind::Added
+                }
+                ConfChangeType::AddLearnerNode => {
+                    member.is_learner = true;
+                    MemberChangeKind::Added
+                }
+                ConfChangeType::RemoveNode => {
+                    removed_self |= *node_id == self.member_id;
+                    MemberChangeKind::Removed
+                }
+            };
+            tracing::info!(member = %format!("{node_id:x}"), change = ?kind, "membership changed");
+            self.membership.apply_change(engine, kind, &member)?;
+        }
+        Ok((described.request_id, removed_self))
+    }
+
+    /// A member joining later starts from an empty log and must learn the cluster from a raft
+    /// snapshot, never by replaying the log from index 1 (the initial voters are not in it):
+    /// the log is compacted past index 1 once.
+    fn make_joiners_use_snapshots(
+        &mut self,
+        engine: &dyn crate::engine::KvEngine,
+    ) -> Result<(), DriverError> {
+        if self.log.first_index() <= 1 && self.applied_index >= 1 {
+            engine.sync()?;
+            self.log.compact(2)?;
+        }
+        Ok(())
     }
 
     fn fail_everything(&mut self, error: EtcdError) {

@@ -26,9 +26,10 @@ use crate::pb::etcdserverpb::{
     LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveResponse, Member, PutRequest, PutResponse,
     RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
-use crate::pb::k3rspb::MemberAttributes;
 use crate::pb::k3rspb::{raft_command, ClusterIdentity, RaftCommand};
+use crate::pb::k3rspb::{MemberAttributes, MemberChange};
 use crate::watch::WatchHub;
+use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 
 /// A handle on a running member.
 #[derive(Clone)]
@@ -309,6 +310,101 @@ impl NodeHandle {
         Ok(self.shared.engine.compact_storage()?)
     }
 
+    /// etcd's MemberAdd: a new member (voter or learner) at `peer_urls`; answers it and the
+    /// members after the change. Its id is derived from its peer URLs, the cluster and the time.
+    pub async fn member_add(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> Result<(Member, Vec<Member>), EtcdError> {
+        if peer_urls.is_empty() || !peer_urls.iter().all(|url| is_member_url(url)) {
+            return Err(EtcdError::InvalidMemberUrls);
+        }
+        let members = self.members();
+        if members
+            .iter()
+            .any(|m| m.peer_ur_ls.iter().any(|url| peer_urls.contains(url)))
+        {
+            return Err(EtcdError::PeerUrlsExist);
+        }
+        if is_learner && members.iter().any(|m| m.is_learner) {
+            return Err(EtcdError::TooManyLearners);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let id = crate::identity::member_id(&peer_urls, &format!("{:x}/{now}", self.cluster_id()));
+        let member = Member {
+            id,
+            peer_ur_ls: peer_urls,
+            is_learner,
+            ..Default::default()
+        };
+        let kind = if is_learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        };
+        let members = self.change_members(kind, member.clone(), None).await?;
+        Ok((member, members))
+    }
+
+    /// etcd's MemberRemove; answers the members after it.
+    pub async fn member_remove(&self, id: u64) -> Result<Vec<Member>, EtcdError> {
+        let member = self
+            .members()
+            .into_iter()
+            .find(|m| m.id == id)
+            .ok_or(EtcdError::MemberNotFound)?;
+        self.change_members(ConfChangeType::RemoveNode, member, None)
+            .await
+    }
+
+    /// etcd's MemberPromote: a learner that has caught up becomes a voter (checked by the
+    /// leader; a follower answers `not leader`).
+    pub async fn member_promote(&self, id: u64) -> Result<Vec<Member>, EtcdError> {
+        let member = self
+            .members()
+            .into_iter()
+            .find(|m| m.id == id)
+            .ok_or(EtcdError::MemberNotFound)?;
+        if !member.is_learner {
+            return Err(EtcdError::NotLearner);
+        }
+        self.change_members(ConfChangeType::AddNode, member, Some(id))
+            .await
+    }
+
+    async fn change_members(
+        &self,
+        kind: ConfChangeType,
+        member: Member,
+        promoting: Option<u64>,
+    ) -> Result<Vec<Member>, EtcdError> {
+        let id = self.next_request_id();
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(kind);
+        single.node_id = member.id;
+        let mut change = ConfChangeV2::default();
+        change.set_changes(vec![single].into());
+        let context = MemberChange {
+            request_id: id,
+            member: Some(member),
+        };
+        change.set_context(context.encode_to_vec().into());
+        let (respond, answer) = oneshot::channel::<ProposalResult>();
+        let request = DriverRequest::ProposeMemberChange {
+            id,
+            change,
+            promoting,
+            respond,
+        };
+        match self.submit(request, answer).await? {
+            (CommandResponse::Members(members), _) => Ok(members),
+            _ => Err(mismatched_response("membership change")),
+        }
+    }
+
     /// etcd's MoveLeader: hands leadership to voter `target` and waits until it leads (at most
     /// the request timeout).
     pub async fn move_leader(&self, target: u64) -> Result<(), EtcdError> {
@@ -414,6 +510,21 @@ impl NodeHandle {
             Ok(result) => result,
             Err(_) => Err(EtcdError::Timeout),
         }
+    }
+}
+
+/// Whether `url` is an http(s) URL with a host and a port, as etcd requires of member URLs.
+fn is_member_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host_port = rest.trim_end_matches('/');
+    match host_port.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
+        None => false,
     }
 }
 

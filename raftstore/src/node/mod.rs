@@ -51,6 +51,8 @@ pub enum StartError {
     Inconsistent(String),
     #[error("starting raft: {0}")]
     Raft(#[from] raft::Error),
+    #[error("etcdserver: the member has been permanently removed from the cluster")]
+    Removed,
 }
 
 /// A started member: its handle and its driver task.
@@ -74,6 +76,18 @@ pub fn start(
     config: NodeConfig,
     transport: Arc<dyn RaftTransport>,
 ) -> Result<RunningNode, StartError> {
+    start_or_join(engine, config, transport, None)
+}
+
+/// As [`start`]; a new data dir with `joining` set becomes that member of an existing cluster
+/// (etcd's `--initial-cluster-state existing`): it keeps the identity and starts with no
+/// configuration, learning the cluster's state from the leader's raft snapshot.
+pub fn start_or_join(
+    engine: Arc<dyn KvEngine>,
+    config: NodeConfig,
+    transport: Arc<dyn RaftTransport>,
+    joining: Option<crate::pb::k3rspb::ClusterIdentity>,
+) -> Result<RunningNode, StartError> {
     config.validate().map_err(StartError::Config)?;
     let log = RaftLogStore::open(engine.clone())?;
     let identity = match identity::load(engine.as_ref())? {
@@ -83,8 +97,23 @@ pub fn start(
                 "a raft log exists but the cluster identity record is missing".into(),
             ))
         }
-        None => bootstrap(engine.as_ref(), &log, &config)?,
+        None => match joining {
+            Some(identity) => {
+                log.bootstrap(&ConfState::default())?;
+                identity::store(engine.as_ref(), &identity)?;
+                tracing::info!(
+                    cluster = %format!("{:x}", identity.cluster_id),
+                    member = %format!("{:x}", identity.member_id),
+                    "joining an existing cluster"
+                );
+                identity
+            }
+            None => bootstrap(engine.as_ref(), &log, &config)?,
+        },
     };
+    if !identity.members.iter().any(|m| m.id == identity.member_id) {
+        return Err(StartError::Removed);
+    }
     let boot_count = next_boot_count(engine.as_ref())?;
     let store = MvccStore::open(engine.clone())?;
 

@@ -15,6 +15,11 @@ pub trait RaftTransport: Send + Sync + 'static {
     fn take_unreachable(&self) -> Vec<u64> {
         Vec::new()
     }
+
+    /// The cluster's members changed (a member was added, promoted or removed).
+    fn members_changed(&self, members: &[crate::pb::etcdserverpb::Member]) {
+        let _ = members;
+    }
 }
 
 /// The transport of a cluster with a single voter: there is nobody to talk to, so any message
