@@ -1,7 +1,9 @@
 //! A cluster of real `k3rs etcd` processes on 127.0.0.1, started with etcd's cluster flags
 //! (`--initial-cluster`, `--listen-peer-urls`, ...), each in its own temporary directory.
 //!
-//! Every wait is bounded; dropping the cluster kills every member.
+//! Every wait is bounded; dropping the cluster kills every member. With
+//! `K3RS_TEST_REFERENCE_ETCD=/usr/bin/etcd` the members are that etcd instead (same flags), to
+//! confirm an expectation is what an etcd cluster does.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -65,8 +67,15 @@ impl ClusterMember {
         let log = File::create(self.log_path(self.starts)).expect("creating a member log");
         let client_url = format!("http://{}", self.endpoint());
         let peer_url = self.peer_url();
-        let child = Command::new(env!("CARGO_BIN_EXE_k3rs"))
-            .arg("etcd")
+        let mut command = match std::env::var_os("K3RS_TEST_REFERENCE_ETCD") {
+            Some(etcd) => Command::new(etcd),
+            None => {
+                let mut command = Command::new(env!("CARGO_BIN_EXE_k3rs"));
+                command.arg("etcd");
+                command
+            }
+        };
+        let child = command
             .args(["--name", &self.name])
             .arg("--data-dir")
             .arg(&self.data_dir)
