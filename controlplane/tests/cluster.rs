@@ -521,3 +521,39 @@ async fn a_learner_joins_is_promoted_and_an_old_member_is_removed_under_load() {
         "{members}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_member_that_would_cost_the_quorum_is_refused() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.leader(ELECTION_BOUND).await;
+    let down = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    cluster.members[down].kill9();
+    // Give the leader a few election timeouts to notice the member is gone.
+    sleep(Duration::from_secs(4)).await;
+    let mut client = cluster.client(leader).await;
+    let other_id = cluster
+        .client(other)
+        .await
+        .status()
+        .await
+        .expect("status")
+        .header()
+        .expect("header")
+        .member_id();
+    // Removing the other live member would leave one reachable voter of two.
+    let refused = client.member_remove(other_id).await;
+    let status = common::grpc_status(refused);
+    assert!(
+        [
+            "etcdserver: re-configuration failed due to not enough started members",
+            "etcdserver: unhealthy cluster"
+        ]
+        .contains(&status.message()),
+        "{status:?}"
+    );
+    let listed = client.member_list().await.expect("member list");
+    assert_eq!(listed.members().len(), 3, "nothing was removed");
+    let put = client.put("still", "writable", None).await;
+    assert!(put.is_ok(), "the cluster keeps its quorum: {put:?}");
+}

@@ -306,6 +306,9 @@ impl Driver {
             // raft-rs takes one membership change at a time.
             return Err(EtcdError::Unhealthy);
         }
+        if self.raw_node.raft.state == StateRole::Leader {
+            self.check_reconfiguration(&change, promoting.is_some())?;
+        }
         if let Some(learner) = promoting {
             if self.raw_node.raft.state != StateRole::Leader {
                 return Err(self.not_leading());
@@ -328,6 +331,49 @@ impl Driver {
             Err(raft::Error::ProposalDropped) => Err(self.no_leader_error()),
             Err(err) => Err(EtcdError::Internal(format!("propose conf change: {err}"))),
         }
+    }
+
+    /// etcd's strict reconfiguration check, on the leader: every voter must be reachable
+    /// ("unhealthy cluster" otherwise), and the voters still reachable after the change must be
+    /// a quorum of the new voters ("not enough started members" otherwise).
+    fn check_reconfiguration(
+        &self,
+        change: &ConfChangeV2,
+        promoting: bool,
+    ) -> Result<(), EtcdError> {
+        let raft = &self.raw_node.raft;
+        let voters: Vec<u64> = raft.prs().conf().voters().ids().iter().collect();
+        let active =
+            |id: u64| id == self.member_id || raft.prs().get(id).is_some_and(|p| p.recent_active);
+        let mut active_after = voters.iter().filter(|id| active(**id)).count();
+        let mut voters_after = voters.len();
+        for single in change.get_changes() {
+            match single.get_change_type() {
+                ConfChangeType::AddNode => {
+                    voters_after += 1;
+                    // A learner being promoted is connected; a brand-new voter is not yet.
+                    if promoting && active(single.node_id) {
+                        active_after += 1;
+                    }
+                }
+                ConfChangeType::RemoveNode if voters.contains(&single.node_id) => {
+                    voters_after -= 1;
+                    if active(single.node_id) {
+                        active_after -= 1;
+                    }
+                }
+                ConfChangeType::RemoveNode | ConfChangeType::AddLearnerNode => {}
+            }
+        }
+        if !voters.iter().all(|id| active(*id)) {
+            return Err(EtcdError::Unhealthy);
+        }
+        // Growing a one-member cluster to two is allowed, as etcd allows it (restoring data).
+        let growing_from_one = voters.len() == 1 && voters_after == 2;
+        if active_after < voters_after / 2 + 1 && !growing_from_one {
+            return Err(EtcdError::NotEnoughStartedMembers);
+        }
+        Ok(())
     }
 
     fn transfer_leader(&mut self, target: u64) -> Result<(), EtcdError> {
