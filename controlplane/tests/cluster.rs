@@ -557,3 +557,44 @@ async fn removing_a_member_that_would_cost_the_quorum_is_refused() {
     let put = client.put("still", "writable", None).await;
     assert!(put.is_ok(), "the cluster keeps its quorum: {put:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_moved_to_new_peer_urls_keeps_replicating() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.leader(ELECTION_BOUND).await;
+    let moved = (leader + 1) % 3;
+    let moved_id = cluster
+        .client(moved)
+        .await
+        .status()
+        .await
+        .expect("status")
+        .header()
+        .expect("header")
+        .member_id();
+    let new_port = common::free_port();
+    let new_url = format!("http://127.0.0.1:{new_port}");
+    let updated = etcdctl(
+        &cluster.members[leader].endpoint(),
+        &[
+            "member",
+            "update",
+            &format!("{moved_id:x}"),
+            "--peer-urls",
+            &new_url,
+        ],
+    );
+    assert!(updated.contains("updated in cluster"), "{updated}");
+    // Give the member a moment to apply the update before it restarts on the new port.
+    sleep(Duration::from_secs(1)).await;
+    cluster.members[moved].kill9();
+    cluster.members[moved].peer_port = new_port;
+    cluster.restart(moved).await;
+
+    let mut client = cluster.client(leader).await;
+    let put = client.put("moved", "along", None).await.expect("put");
+    let revision = put.header().expect("header").revision();
+    await_replicated(&cluster, moved, "moved", ("along".into(), revision)).await;
+    let listed = etcdctl(&cluster.members[leader].endpoint(), &["member", "list"]);
+    assert!(listed.contains(&new_url), "{listed}");
+}

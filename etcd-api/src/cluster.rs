@@ -3,8 +3,8 @@
 //! Guarantees: MemberList shows the members this node knows, with a current header; with
 //! `linearizable` it first waits for a ReadIndex round, so the list is no older than the
 //! leader's at the time of the call. Changes go through raft as conf changes and answer once
-//! applied here; a promotion is checked by the leader (a follower forwards it). MemberUpdate
-//! answers `Unimplemented`, never a wrong answer.
+//! applied here; a promotion is checked by the leader (a follower forwards it); MemberUpdate
+//! changes a member's peer URLs through raft and every member reconnects to them.
 
 use std::sync::Arc;
 
@@ -74,11 +74,18 @@ impl Cluster for ClusterService {
 
     async fn member_update(
         &self,
-        _request: Request<MemberUpdateRequest>,
+        request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(Status::unimplemented(
-            "k3rs: Cluster.MemberUpdate (changing a member's peer URLs) is not implemented yet",
-        ))
+        let request = request.into_inner();
+        let members = self
+            .handle
+            .member_update(request.id, request.peer_ur_ls)
+            .await
+            .map_err(status_from)?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: Some(current_header(&self.handle)),
+            members,
+        }))
     }
 
     async fn member_list(

@@ -160,7 +160,8 @@ impl RaftPeer for PeerService {
 pub struct GrpcTransport {
     /// (cluster id, this member's id), once known.
     ids: Mutex<Option<(u64, u64)>>,
-    peers: Mutex<HashMap<u64, mpsc::Sender<raft::eraftpb::Message>>>,
+    /// Per peer: the URL its link sends to, and the link's queue.
+    peers: Mutex<HashMap<u64, (String, mpsc::Sender<raft::eraftpb::Message>)>>,
     unreachable: Arc<Mutex<HashSet<u64>>>,
 }
 
@@ -182,7 +183,12 @@ impl GrpcTransport {
     ) -> Result<(), String> {
         *self.ids.lock() = Some((cluster_id, member_id));
         let mut peers = self.peers.lock();
-        peers.retain(|id, _| members.iter().any(|member| member.id == *id));
+        // A removed member's link, or one to an old URL, ends when its queue is dropped.
+        peers.retain(|id, (url, _)| {
+            members
+                .iter()
+                .any(|member| member.id == *id && member.peer_ur_ls.first() == Some(url))
+        });
         for member in members {
             if member.id == member_id || peers.contains_key(&member.id) {
                 continue;
@@ -198,7 +204,7 @@ impl GrpcTransport {
             let client = RaftPeerClient::new(endpoint.connect_lazy())
                 .max_encoding_message_size(MAX_BATCH_BYTES);
             let (sender, queue) = mpsc::channel(PEER_QUEUE_CAPACITY);
-            peers.insert(member.id, sender);
+            peers.insert(member.id, (url.clone(), sender));
             let link = PeerLink {
                 cluster_id,
                 from: member_id,
@@ -218,7 +224,7 @@ impl RaftTransport for GrpcTransport {
         for message in messages {
             let to = message.to;
             match peers.get(&to) {
-                Some(sender) => {
+                Some((_, sender)) => {
                     if sender.try_send(message).is_err() {
                         self.unreachable.lock().insert(to);
                     }

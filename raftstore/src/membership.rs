@@ -87,6 +87,24 @@ impl Membership {
         identity::store(engine, &identity)
     }
 
+    /// Sets a member's peer URLs (etcd's MemberUpdate); an unknown member is ignored.
+    pub fn apply_peer_urls(
+        &self,
+        engine: &dyn KvEngine,
+        id: u64,
+        peer_urls: &[String],
+    ) -> Result<(), StorageError> {
+        let mut identity = self.identity.write();
+        let Some(member) = identity.members.iter_mut().find(|member| member.id == id) else {
+            return Ok(());
+        };
+        if member.peer_ur_ls == peer_urls {
+            return Ok(());
+        }
+        member.peer_ur_ls = peer_urls.to_vec();
+        identity::store(engine, &identity)
+    }
+
     /// Sets a member's name and client URLs; an unknown member is ignored (it was removed).
     pub fn apply_attributes(
         &self,

@@ -263,7 +263,7 @@ impl MvccStore {
             Some(Request::LeaseGrant(grant)) => Ok(self.execute_lease_grant(grant)),
             Some(Request::LeaseRevoke(revoke)) => self.execute_lease_revoke(revoke),
             // Applied to the membership by the driver; nothing changes here.
-            Some(Request::MemberAttributes(_)) => {
+            Some(Request::MemberAttributes(_) | Request::MemberUpdate(_)) => {
                 Ok(Ok(Effect::response(CommandResponse::Empty, Vec::new())))
             }
         }

@@ -502,11 +502,20 @@ impl Driver {
                                 reason: err.to_string(),
                             }
                         })?;
-                        if let Some(raft_command::Request::MemberAttributes(attributes)) =
-                            &command.request
-                        {
-                            self.membership
-                                .apply_attributes(store.engine().as_ref(), attributes)?;
+                        match &command.request {
+                            Some(raft_command::Request::MemberAttributes(attributes)) => {
+                                self.membership
+                                    .apply_attributes(store.engine().as_ref(), attributes)?;
+                            }
+                            Some(raft_command::Request::MemberUpdate(update)) => {
+                                self.membership.apply_peer_urls(
+                                    store.engine().as_ref(),
+                                    update.id,
+                                    &update.peer_ur_ls,
+                                )?;
+                                self.transport.members_changed(&self.membership.members());
+                            }
+                            _ => {}
                         }
                         let mut outcome = store.apply(entry.index, command.request.as_ref())?;
                         self.track_lease_deadlines(command.request.as_ref(), &outcome);

@@ -349,6 +349,34 @@ impl NodeHandle {
         Ok((member, members))
     }
 
+    /// etcd's MemberUpdate: member `id` is now reached at `peer_urls`; answers the members.
+    pub async fn member_update(
+        &self,
+        id: u64,
+        peer_urls: Vec<String>,
+    ) -> Result<Vec<Member>, EtcdError> {
+        if peer_urls.is_empty() || !peer_urls.iter().all(|url| is_member_url(url)) {
+            return Err(EtcdError::InvalidMemberUrls);
+        }
+        let members = self.members();
+        if !members.iter().any(|m| m.id == id) {
+            return Err(EtcdError::MemberNotFound);
+        }
+        if members
+            .iter()
+            .any(|m| m.id != id && m.peer_ur_ls.iter().any(|url| peer_urls.contains(url)))
+        {
+            return Err(EtcdError::PeerUrlsExist);
+        }
+        let update = crate::pb::etcdserverpb::MemberUpdateRequest {
+            id,
+            peer_ur_ls: peer_urls,
+        };
+        self.propose(raft_command::Request::MemberUpdate(update))
+            .await?;
+        Ok(self.members())
+    }
+
     /// etcd's MemberRemove; answers the members after it.
     pub async fn member_remove(&self, id: u64) -> Result<Vec<Member>, EtcdError> {
         let member = self
