@@ -98,10 +98,12 @@ pub async fn run(settings: MemberSettings) -> Result<()> {
 
     let name = settings.node.name.clone();
     let client_urls = settings.node.advertise_client_urls.clone();
+    let connector = etcd_api::connector(etcd_api::TokioNet);
     let joining = if settings.join_existing && raftstore::identity::load(engine.as_ref())?.is_none()
     {
         Some(
             etcd_api::peer::fetch_identity(
+                &connector,
                 &settings.node.initial_cluster,
                 &settings.advertise_peer_urls,
             )
@@ -112,7 +114,7 @@ pub async fn run(settings: MemberSettings) -> Result<()> {
     } else {
         None
     };
-    let transport = etcd_api::GrpcTransport::new();
+    let transport = etcd_api::GrpcTransport::new(connector.clone());
     let running = raftstore::node::start_or_join(engine, settings.node, transport.clone(), joining)
         .with_context(|| format!("starting the member in {}", settings.data_dir.display()))?;
     let handle = &running.handle;
@@ -159,11 +161,12 @@ pub async fn run(settings: MemberSettings) -> Result<()> {
             .with_context(|| format!("listening for clients on {addr}"))?;
         let mut stop = stop_rx.clone();
         let handle = running.handle.clone();
+        let connector = connector.clone();
         servers.push(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.wait_for(|stop| *stop).await;
             };
-            etcd_api::serve(handle, incoming, shutdown).await
+            etcd_api::serve(handle, connector, incoming, shutdown).await
         }));
         tracing::info!(%addr, "ready to serve client requests");
     }

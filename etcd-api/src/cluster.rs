@@ -30,9 +30,9 @@ pub struct ClusterService {
 }
 
 impl ClusterService {
-    pub fn new(handle: NodeHandle) -> Self {
+    pub fn new(handle: NodeHandle, connector: crate::net::Connector) -> Self {
         Self {
-            leader: Arc::new(LeaderLink::new(handle.clone())),
+            leader: Arc::new(LeaderLink::new(handle.clone(), connector)),
             handle,
         }
     }

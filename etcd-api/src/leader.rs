@@ -12,6 +12,8 @@ use raftstore::node::NodeHandle;
 use raftstore::EtcdError;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::net::Connector;
+
 use crate::pb::k3rspb::raft_peer_client::RaftPeerClient;
 
 /// Deadline of a forwarded call.
@@ -19,13 +21,15 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct LeaderLink {
     handle: NodeHandle,
+    connector: Connector,
     clients: Mutex<HashMap<u64, RaftPeerClient<Channel>>>,
 }
 
 impl LeaderLink {
-    pub fn new(handle: NodeHandle) -> Self {
+    pub fn new(handle: NodeHandle, connector: Connector) -> Self {
         Self {
             handle,
+            connector,
             clients: Mutex::new(HashMap::new()),
         }
     }
@@ -53,7 +57,7 @@ impl LeaderLink {
             .map_err(|err| EtcdError::Internal(format!("leader peer URL {url:?}: {err}")))?
             .connect_timeout(FORWARD_TIMEOUT)
             .timeout(FORWARD_TIMEOUT);
-        let client = RaftPeerClient::new(endpoint.connect_lazy());
+        let client = RaftPeerClient::new((self.connector)(endpoint));
         clients.insert(leader, client.clone());
         Ok(client)
     }

@@ -31,9 +31,9 @@ pub struct LeaseService {
 }
 
 impl LeaseService {
-    pub fn new(handle: NodeHandle) -> Self {
+    pub fn new(handle: NodeHandle, connector: crate::net::Connector) -> Self {
         Self {
-            leader: Arc::new(LeaderLink::new(handle.clone())),
+            leader: Arc::new(LeaderLink::new(handle.clone(), connector)),
             handle,
         }
     }

@@ -24,6 +24,6 @@ mod watch;
 
 pub use error::status_from;
 pub use maintenance::{DB_SIZE_QUOTA_BYTES, SERVER_VERSION, STORAGE_VERSION};
-pub use net::{Net, TokioIncoming, TokioNet};
+pub use net::{connector, Connector, Net, TokioIncoming, TokioNet};
 pub use peer::GrpcTransport;
 pub use server::{serve, serve_peers, ServeError};

@@ -4,8 +4,9 @@
 //! so the same server runs over real TCP in production ([`TokioNet`]) and over a simulated
 //! network in deterministic simulation (turmoil, added by the simulation crate as another
 //! [`Net`] implementation wrapping its streams in a type that implements tonic's
-//! [`Connected`]). Outgoing connections (the peer service) will be added here too, so that no
-//! other module ever touches a socket.
+//! [`Connected`]). Outgoing connections (peers, the leader) are made through [`Net::connect`]
+//! too: [`connector`] turns a `Net` into the [`Connector`] every gRPC client channel is built
+//! with, so no other module ever touches a socket.
 //!
 //! Guarantees of [`TokioNet`]: accepted streams have `TCP_NODELAY` set (small gRPC frames are
 //! not held back by Nagle's algorithm); an accept failure is reported to the server (which
@@ -16,14 +17,17 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 use tonic::transport::server::Connected;
+use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Pause before accepting again after a failure of the listening socket itself
 /// (e.g. no file descriptors left).
@@ -38,6 +42,46 @@ pub trait Net: Send + Sync + 'static {
 
     /// Binds `addr` and returns the stream of connections accepted on it.
     fn listen(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Incoming>> + Send;
+
+    /// One outgoing connection.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Connects to `host:port`.
+    fn connect(
+        &self,
+        host: String,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+/// Builds a gRPC channel for an endpoint, connecting through a [`Net`].
+pub type Connector = Arc<dyn Fn(Endpoint) -> Channel + Send + Sync>;
+
+/// The [`Connector`] of `net`: channels connect lazily (and reconnect) through
+/// [`Net::connect`], honouring the endpoint's connect timeout.
+pub fn connector<N: Net + Clone>(net: N) -> Connector {
+    Arc::new(move |endpoint: Endpoint| {
+        let net = net.clone();
+        endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: Uri| {
+            let net = net.clone();
+            async move {
+                let host = uri
+                    .host()
+                    .ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}"))
+                    })?
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+                    Some("https") => 443,
+                    _ => 80,
+                });
+                let stream = net.connect(host, port).await?;
+                Ok::<_, io::Error>(TokioIo::new(stream))
+            }
+        }))
+    })
 }
 
 /// The production network: tokio TCP sockets.
@@ -47,6 +91,13 @@ pub struct TokioNet;
 impl Net for TokioNet {
     type Conn = TcpStream;
     type Incoming = TokioIncoming;
+    type Stream = TcpStream;
+
+    async fn connect(&self, host: String, port: u16) -> io::Result<TcpStream> {
+        let stream = TcpStream::connect((host.as_str(), port)).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
 
     async fn listen(&self, addr: SocketAddr) -> io::Result<TokioIncoming> {
         let listener = TcpListener::bind(addr).await?;

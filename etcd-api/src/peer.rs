@@ -156,8 +156,8 @@ impl RaftPeer for PeerService {
 }
 
 /// Sends raft messages to the other members over gRPC.
-#[derive(Default)]
 pub struct GrpcTransport {
+    connector: crate::net::Connector,
     /// (cluster id, this member's id), once known.
     ids: Mutex<Option<(u64, u64)>>,
     /// Per peer: the URL its link sends to, and the link's queue.
@@ -168,8 +168,13 @@ pub struct GrpcTransport {
 impl GrpcTransport {
     /// A transport that knows no peer yet; messages to unknown members are dropped until
     /// [`GrpcTransport::connect_members`] names them.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    pub fn new(connector: crate::net::Connector) -> Arc<Self> {
+        Arc::new(Self {
+            connector,
+            ids: Mutex::default(),
+            peers: Mutex::default(),
+            unreachable: Arc::default(),
+        })
     }
 
     /// Starts a sender from member `member_id` of cluster `cluster_id` to every other member,
@@ -201,7 +206,7 @@ impl GrpcTransport {
                 .map_err(|err| format!("peer URL {url:?} of member {:x}: {err}", member.id))?
                 .connect_timeout(CALL_TIMEOUT)
                 .tcp_nodelay(true);
-            let client = RaftPeerClient::new(endpoint.connect_lazy())
+            let client = RaftPeerClient::new((self.connector)(endpoint))
                 .max_encoding_message_size(MAX_BATCH_BYTES);
             let (sender, queue) = mpsc::channel(PEER_QUEUE_CAPACITY);
             peers.insert(member.id, (url.clone(), sender));
@@ -314,6 +319,7 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// initial cluster for the cluster's members and finds this one by its peer URLs (it must have
 /// been added with MemberAdd first, as in etcd).
 pub async fn fetch_identity(
+    connector: &crate::net::Connector,
     initial_cluster: &[raftstore::identity::InitialMember],
     own_peer_urls: &[String],
 ) -> Result<raftstore::pb::k3rspb::ClusterIdentity, String> {
@@ -325,7 +331,7 @@ pub async fn fetch_identity(
             .flat_map(|member| member.peer_urls.iter())
             .filter(|url| !own_peer_urls.contains(url))
         {
-            match ask_members(url).await {
+            match ask_members(connector, url).await {
                 Ok(answer) => {
                     let me = answer
                         .members
@@ -355,12 +361,15 @@ pub async fn fetch_identity(
     }
 }
 
-async fn ask_members(url: &str) -> Result<MembersResponse, String> {
+async fn ask_members(
+    connector: &crate::net::Connector,
+    url: &str,
+) -> Result<MembersResponse, String> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|err| err.to_string())?
         .connect_timeout(CALL_TIMEOUT)
         .timeout(CALL_TIMEOUT);
-    let channel = endpoint.connect().await.map_err(|err| err.to_string())?;
+    let channel = connector(endpoint);
     let answer = RaftPeerClient::new(channel)
         .members(MembersRequest {})
         .await

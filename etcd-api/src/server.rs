@@ -23,6 +23,7 @@ use crate::health::serving_health_service;
 use crate::kv::KvService;
 use crate::lease::LeaseService;
 use crate::maintenance::MaintenanceService;
+use crate::net::Connector;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
@@ -56,9 +57,11 @@ pub enum ServeError {
 }
 
 /// Serves etcd's v3 API for `handle` on the connections of `incoming` until `shutdown`
-/// resolves; then stops accepting and waits for open connections to finish.
+/// resolves; then stops accepting and waits for open connections to finish. Requests only the
+/// leader answers are forwarded to it over channels `connector` makes.
 pub async fn serve<I, IO, IE>(
     handle: NodeHandle,
+    connector: Connector,
     incoming: I,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError>
@@ -79,7 +82,7 @@ where
             .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
     );
     let lease = ReceiveLimitStatus::new(
-        LeaseServer::new(LeaseService::new(handle.clone()))
+        LeaseServer::new(LeaseService::new(handle.clone(), connector.clone()))
             .max_decoding_message_size(receive_limit_bytes)
             .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
     );
@@ -89,7 +92,7 @@ where
             .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
     );
     let cluster = ReceiveLimitStatus::new(
-        ClusterServer::new(ClusterService::new(handle))
+        ClusterServer::new(ClusterService::new(handle, connector))
             .max_decoding_message_size(receive_limit_bytes)
             .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
     );

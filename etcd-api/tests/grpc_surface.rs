@@ -48,7 +48,8 @@ impl ServedMember {
             .expect("bind an ephemeral port");
         let addr = incoming.local_addr().expect("bound address");
         let (stop_serving, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve(running.handle.clone(), incoming, async {
+        let connector = etcd_api::connector(etcd_api::TokioNet);
+        let server = tokio::spawn(serve(running.handle.clone(), connector, incoming, async {
             let _ = stopped.await;
         }));
         let channel = Channel::from_shared(format!("http://{addr}"))
