@@ -314,6 +314,13 @@ async fn a_member_behind_the_compacted_log_catches_up_from_a_snapshot() {
     cluster.members[lagging].kill9();
     let mut client = cluster.client(leader).await;
     let lease = client.lease_grant(600, None).await.expect("grant").id();
+    // About 2.5 MiB of values, so the snapshot is streamed in several chunks.
+    for n in 0..40 {
+        client
+            .put(format!("bulk/{n:02}"), vec![b'x'; 64 * 1024], None)
+            .await
+            .expect("bulk put while a member is down");
+    }
     let mut last = (String::new(), 0);
     for n in 0..150 {
         let value = format!("v{n}");
@@ -346,6 +353,11 @@ async fn a_member_behind_the_compacted_log_catches_up_from_a_snapshot() {
         described.keys().len(),
         4,
         "the lease and its keys came with the snapshot"
+    );
+    let streamed = cluster.members[leader].logs();
+    assert!(
+        streamed.contains("streaming a raft snapshot"),
+        "the leader did not stream a snapshot; logs:\n{streamed}"
     );
     let installed = cluster.members[lagging].logs();
     assert!(

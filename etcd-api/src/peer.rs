@@ -5,7 +5,8 @@
 //!
 //! Client side ([`GrpcTransport`], raftstore's `RaftTransport`): `send` never blocks the raft
 //! loop — each peer has a bounded queue, drained by its own task that sends what is queued in
-//! one call with a deadline. A full queue or a failed call drops those messages and reports the
+//! one call with a deadline; a snapshot message's data is streamed apart, in 1 MiB chunks whose
+//! total size the receiver checks before the message reaches raft. A full queue or a failed call drops those messages and reports the
 //! peer unreachable (raft retransmits what matters); the connection is re-established on the
 //! next call, at most every [`RETRY_BACKOFF`].
 
@@ -19,7 +20,7 @@ use raftstore::node::{NodeHandle, RaftTransport};
 use raftstore::pb::etcdserverpb::Member;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::pb::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
@@ -27,7 +28,7 @@ use crate::pb::etcdserverpb::{
 };
 use crate::pb::k3rspb::raft_peer_client::RaftPeerClient;
 use crate::pb::k3rspb::raft_peer_server::RaftPeer;
-use crate::pb::k3rspb::{MembersRequest, MembersResponse, RaftAck, RaftBatch};
+use crate::pb::k3rspb::{MembersRequest, MembersResponse, RaftAck, RaftBatch, SnapshotChunk};
 
 /// Messages queued per peer before further ones are dropped.
 pub const PEER_QUEUE_CAPACITY: usize = 4096;
@@ -37,6 +38,10 @@ pub const MAX_BATCH_MESSAGES: usize = 512;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause after a failed call before the next one to that peer.
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Size of one chunk of a streamed raft snapshot.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Largest raft snapshot a member accepts (it is assembled in memory before it is installed).
+pub const MAX_SNAPSHOT_BYTES: u64 = 8 << 30;
 /// Largest batch a member accepts (raft messages carry up to 1 MiB of entries each, and
 /// snapshots are sent apart).
 pub const MAX_BATCH_BYTES: usize = 256 * 1024 * 1024;
@@ -53,10 +58,9 @@ impl PeerService {
     }
 }
 
-#[tonic::async_trait]
-impl RaftPeer for PeerService {
-    async fn send(&self, request: Request<RaftBatch>) -> Result<Response<RaftAck>, Status> {
-        let batch = request.into_inner();
+impl PeerService {
+    /// The messages of `batch`, if it comes from this cluster, is for this member and decodes.
+    fn accepted_messages(&self, batch: &RaftBatch) -> Result<Vec<raft::eraftpb::Message>, Status> {
         if batch.cluster_id != self.handle.cluster_id() {
             return Err(Status::failed_precondition(format!(
                 "etcdserver: cluster ID mismatch (got {:x}, this member is in {:x})",
@@ -71,7 +75,7 @@ impl RaftPeer for PeerService {
                 self.handle.member_id()
             )));
         }
-        let messages = batch
+        batch
             .messages
             .iter()
             .map(|bytes| raft::eraftpb::Message::parse_from_bytes(bytes))
@@ -81,9 +85,73 @@ impl RaftPeer for PeerService {
                     "undecodable raft message from {:x}: {err}",
                     batch.from
                 ))
-            })?;
+            })
+    }
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn send(&self, request: Request<RaftBatch>) -> Result<Response<RaftAck>, Status> {
+        let batch = request.into_inner();
+        let messages = self.accepted_messages(&batch)?;
         self.handle
             .step(messages)
+            .await
+            .map_err(crate::error::status_from)?;
+        Ok(Response::new(RaftAck {}))
+    }
+
+    async fn send_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftAck>, Status> {
+        let mut chunks = request.into_inner();
+        let first = chunks
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty raft snapshot stream"))?;
+        let header = first
+            .header
+            .ok_or_else(|| Status::invalid_argument("raft snapshot stream without its message"))?;
+        let mut messages = self.accepted_messages(&header)?;
+        let (Some(mut message), true) = (messages.pop(), messages.is_empty()) else {
+            return Err(Status::invalid_argument(
+                "a raft snapshot stream carries exactly one message",
+            ));
+        };
+        if message.get_msg_type() != raft::eraftpb::MessageType::MsgSnapshot {
+            return Err(Status::invalid_argument(
+                "a raft snapshot stream must carry a snapshot message",
+            ));
+        }
+        let total = usize::try_from(first.total_bytes)
+            .ok()
+            .filter(|_| first.total_bytes <= MAX_SNAPSHOT_BYTES)
+            .ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "raft snapshot of {} bytes is larger than the {MAX_SNAPSHOT_BYTES} accepted",
+                    first.total_bytes
+                ))
+            })?;
+        let mut data = Vec::with_capacity(total.min(SNAPSHOT_CHUNK_BYTES * 64));
+        data.extend_from_slice(&first.data);
+        while let Some(chunk) = chunks.message().await? {
+            data.extend_from_slice(&chunk.data);
+            if data.len() > total {
+                return Err(Status::invalid_argument(
+                    "raft snapshot stream is longer than announced",
+                ));
+            }
+        }
+        if data.len() != total {
+            return Err(Status::invalid_argument(format!(
+                "raft snapshot stream ended after {} of {total} bytes",
+                data.len()
+            )));
+        }
+        message.mut_snapshot().set_data(data.into());
+        self.handle
+            .step(vec![message])
             .await
             .map_err(crate::error::status_from)?;
         Ok(Response::new(RaftAck {}))
@@ -275,25 +343,20 @@ impl PeerLink {
                     Err(_) => break,
                 }
             }
-            let mut encoded = Vec::with_capacity(batch.len());
-            for message in &batch {
-                match message.write_to_bytes() {
-                    Ok(bytes) => encoded.push(bytes),
-                    Err(err) => {
-                        tracing::error!(error = %err, "raft message not encodable; dropped")
-                    }
+            let (snapshots, messages): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .partition(|m| m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot);
+            let mut outcome = Ok(());
+            if !messages.is_empty() {
+                outcome = self.send_messages(&messages).await;
+            }
+            for snapshot in snapshots {
+                if outcome.is_ok() {
+                    outcome = self.send_snapshot(snapshot).await;
                 }
             }
-            let request = RaftBatch {
-                cluster_id: self.cluster_id,
-                from: self.from,
-                to: self.to,
-                messages: encoded,
-            };
-            let mut call = Request::new(request);
-            call.set_timeout(CALL_TIMEOUT);
-            match self.client.send(call).await {
-                Ok(_) => {
+            match outcome {
+                Ok(()) => {
                     if failing {
                         tracing::info!(peer = %format!("{:x}", self.to), "peer reachable again");
                         failing = false;
@@ -309,6 +372,59 @@ impl PeerLink {
                 }
             }
         }
+    }
+
+    fn batch_of(&self, messages: &[raft::eraftpb::Message]) -> RaftBatch {
+        let mut encoded = Vec::with_capacity(messages.len());
+        for message in messages {
+            match message.write_to_bytes() {
+                Ok(bytes) => encoded.push(bytes),
+                Err(err) => tracing::error!(error = %err, "raft message not encodable; dropped"),
+            }
+        }
+        RaftBatch {
+            cluster_id: self.cluster_id,
+            from: self.from,
+            to: self.to,
+            messages: encoded,
+        }
+    }
+
+    async fn send_messages(&mut self, messages: &[raft::eraftpb::Message]) -> Result<(), Status> {
+        let mut call = Request::new(self.batch_of(messages));
+        call.set_timeout(CALL_TIMEOUT);
+        self.client.send(call).await.map(|_| ())
+    }
+
+    /// Streams a snapshot message's data in [`SNAPSHOT_CHUNK_BYTES`] chunks, with a deadline
+    /// that grows with its size.
+    async fn send_snapshot(&mut self, mut message: raft::eraftpb::Message) -> Result<(), Status> {
+        let data = message.get_snapshot().get_data().to_vec();
+        message.mut_snapshot().set_data(Default::default());
+        let header = self.batch_of(std::slice::from_ref(&message));
+        let total_bytes = data.len() as u64;
+        let mut chunks: Vec<SnapshotChunk> = data
+            .chunks(SNAPSHOT_CHUNK_BYTES)
+            .map(|piece| SnapshotChunk {
+                header: None,
+                total_bytes,
+                data: piece.to_vec(),
+            })
+            .collect();
+        match chunks.first_mut() {
+            Some(first) => first.header = Some(header),
+            None => chunks.push(SnapshotChunk {
+                header: Some(header),
+                total_bytes,
+                data: Vec::new(),
+            }),
+        }
+        tracing::info!(peer = %format!("{:x}", self.to), bytes = total_bytes, chunks = chunks.len(), "streaming a raft snapshot");
+        // At least 1 MiB/s, never less than the usual deadline.
+        let deadline = CALL_TIMEOUT + Duration::from_secs(total_bytes / (1024 * 1024));
+        let mut call = Request::new(futures::stream::iter(chunks));
+        call.set_timeout(deadline);
+        self.client.send_snapshot(call).await.map(|_| ())
     }
 }
 
