@@ -40,13 +40,27 @@ pub fn is_reference_run() -> bool {
     reference_etcd().is_some()
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// Ports the tests listen on are picked below the kernel's ephemeral range (32768–60999 on
+/// Linux), so an outgoing connection can never take the port of a member that was killed and
+/// is about to restart on it.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port on 127.0.0.1 that was free a moment ago, outside the ephemeral range.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-    listener
-        .local_addr()
-        .expect("bound listener has an address")
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    static PICKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    for _ in 0..1_000 {
+        // A random start per process and pick, so parallel tests rarely try the same port.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(PICKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        hasher.write_u32(std::process::id());
+        let port = TEST_PORTS.start + (hasher.finish() % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?} after 1,000 tries");
 }
 
 /// One `k3rs etcd` member in its own temporary directory.
