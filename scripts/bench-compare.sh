@@ -27,8 +27,8 @@ run_member() {
   "$@" > "$WORK/$label.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 300); do
-    if ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:23790 --command-timeout=1s endpoint health >/dev/null 2>&1; then break; fi
-    sleep 0.05
+    if ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:23790 --dial-timeout=100ms --command-timeout=300ms endpoint health >/dev/null 2>&1; then break; fi
+    sleep 0.01
   done
   local healthy=$(date +%s.%N)
   sleep 1
