@@ -610,3 +610,60 @@ async fn a_member_moved_to_new_peer_urls_keeps_replicating() {
     let listed = etcdctl(&cluster.members[leader].endpoint(), &["member", "list"]);
     assert!(listed.contains(&new_url), "{listed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_requires_a_leader_is_refused_without_one() {
+    use etcd_api::pb::etcdserverpb::watch_client::WatchClient;
+    use etcd_api::pb::etcdserverpb::watch_request::RequestUnion;
+    use etcd_api::pb::etcdserverpb::{WatchCreateRequest, WatchRequest};
+
+    let mut cluster = TestCluster::start(3).await;
+    cluster.members[1].kill9();
+    cluster.members[2].kill9();
+    let channel = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        cluster.members[0].endpoint()
+    ))
+    .expect("endpoint")
+    .connect()
+    .await
+    .expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let create = WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            })),
+        };
+        // kube-apiserver's metadata: serve this watch only while there is a leader.
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        sender.send(create).await.expect("queueing the create");
+        let mut request =
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
+        request
+            .metadata_mut()
+            .insert("hasleader", "true".parse().expect("metadata value"));
+        let opened = timeout(
+            Duration::from_secs(5),
+            WatchClient::new(channel.clone()).watch(request),
+        )
+        .await
+        .expect("answered in time");
+        match opened {
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable);
+                assert_eq!(status.message(), "etcdserver: no leader");
+                return;
+            }
+            // The member may still believe in its leader for an election timeout or two.
+            Ok(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the watch kept being accepted without a leader"
+                );
+                sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
