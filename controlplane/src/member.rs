@@ -1,6 +1,7 @@
-//! Runs one member: opens its engine under the data dir, starts the raft node, opens the
-//! client listeners only once the member has caught up, and shuts down cleanly on SIGTERM or
-//! SIGINT (in-flight requests finish or fail with `server stopped`; the engine is synced).
+//! Runs one member: opens its engine under the data dir, starts the raft node, binds the
+//! client ports at once but accepts on them only once the member has caught up, and shuts
+//! down cleanly on SIGTERM or SIGINT (in-flight requests finish or fail with `server
+//! stopped`; the engine is synced).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -144,6 +145,17 @@ pub async fn run(settings: MemberSettings) -> Result<()> {
             tracing::info!(%addr, "listening for peers");
         }
     }
+    // Client ports are bound now, as etcd binds them, so clients connecting during start-up
+    // wait in the backlog instead of being refused; nothing is accepted before the member has
+    // caught up.
+    let mut client_listeners = Vec::new();
+    for addr in &settings.listen_client {
+        let incoming = etcd_api::TokioNet
+            .listen(*addr)
+            .await
+            .with_context(|| format!("listening for clients on {addr}"))?;
+        client_listeners.push((*addr, incoming));
+    }
     running
         .ready()
         .await
@@ -154,11 +166,7 @@ pub async fn run(settings: MemberSettings) -> Result<()> {
         client_urls,
     ));
 
-    for addr in &settings.listen_client {
-        let incoming = etcd_api::TokioNet
-            .listen(*addr)
-            .await
-            .with_context(|| format!("listening for clients on {addr}"))?;
+    for (addr, incoming) in client_listeners {
         let mut stop = stop_rx.clone();
         let handle = running.handle.clone();
         let connector = connector.clone();
