@@ -311,6 +311,15 @@ async fn a_member_behind_the_compacted_log_catches_up_from_a_snapshot() {
     .await;
     let leader = cluster.leader(ELECTION_BOUND).await;
     let lagging = (leader + 1) % 3;
+    let lagging_id = cluster
+        .client(lagging)
+        .await
+        .status()
+        .await
+        .expect("status")
+        .header()
+        .expect("header")
+        .member_id();
     cluster.members[lagging].kill9();
     let mut client = cluster.client(leader).await;
     let lease = client.lease_grant(600, None).await.expect("grant").id();
@@ -332,6 +341,14 @@ async fn a_member_behind_the_compacted_log_catches_up_from_a_snapshot() {
         last = (value, put.header().expect("header").revision());
     }
     client.compact(last.1 - 50, None).await.expect("compact");
+    // A membership change the member misses too: it moves to a new peer URL while down.
+    let new_port = common::free_port();
+    let new_url = format!("http://127.0.0.1:{new_port}");
+    client
+        .member_update(lagging_id, vec![new_url.clone()])
+        .await
+        .expect("member update while the member is down");
+    cluster.members[lagging].peer_port = new_port;
 
     cluster.restart(lagging).await;
     await_replicated(&cluster, lagging, "snap/29", last.clone()).await;
@@ -353,6 +370,17 @@ async fn a_member_behind_the_compacted_log_catches_up_from_a_snapshot() {
         described.keys().len(),
         4,
         "the lease and its keys came with the snapshot"
+    );
+    let listed = lagging_client.member_list().await.expect("member list");
+    let own = listed
+        .members()
+        .iter()
+        .find(|member| member.id() == lagging_id)
+        .expect("listed");
+    assert_eq!(
+        own.peer_urls(),
+        [new_url],
+        "the membership came with the snapshot"
     );
     let streamed = cluster.members[leader].logs();
     assert!(

@@ -11,7 +11,7 @@
 use prost::Message;
 use sha1::{Digest, Sha1};
 
-use crate::engine::{KvEngine, Table, WriteBatch};
+use crate::engine::{KvEngine, ReadView, Table, WriteBatch};
 use crate::error::StorageError;
 use crate::pb::etcdserverpb::Member;
 use crate::pb::k3rspb::ClusterIdentity;
@@ -106,13 +106,18 @@ pub fn new_cluster_identity(
 }
 
 /// Reads the stored identity, if this data dir was ever bootstrapped.
-pub fn load(engine: &dyn KvEngine) -> Result<Option<ClusterIdentity>, StorageError> {
+pub fn load(engine: &dyn ReadView) -> Result<Option<ClusterIdentity>, StorageError> {
     match engine.get(Table::Meta, IDENTITY_KEY)? {
         None => Ok(None),
         Some(bytes) => ClusterIdentity::decode(bytes.as_slice())
             .map(Some)
             .map_err(|err| StorageError::io("meta: cluster identity record is not decodable", err)),
     }
+}
+
+/// Adds the identity record to `batch`.
+pub fn put(batch: &mut WriteBatch, identity: &ClusterIdentity) {
+    batch.put(Table::Meta, IDENTITY_KEY, identity.encode_to_vec());
 }
 
 /// Stores the identity, synced.

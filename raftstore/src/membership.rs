@@ -105,6 +105,18 @@ impl Membership {
         identity::store(engine, &identity)
     }
 
+    /// The identity this member would have with `members` (a raft snapshot's), for the batch
+    /// that installs it; [`Membership::replace_members`] makes it current once written.
+    pub fn identity_with(&self, members: Vec<Member>) -> ClusterIdentity {
+        let mut identity = self.identity.read().clone();
+        identity.members = members;
+        identity
+    }
+
+    pub fn replace_members(&self, identity: ClusterIdentity) {
+        *self.identity.write() = identity;
+    }
+
     /// Sets a member's name and client URLs; an unknown member is ignored (it was removed).
     pub fn apply_attributes(
         &self,

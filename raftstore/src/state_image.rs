@@ -18,6 +18,7 @@ use crate::engine::{ReadView, Table, WriteBatch};
 use crate::error::StorageError;
 use crate::mvcc::meta::STATE_KEYS;
 use crate::mvcc::Crc32c;
+use crate::pb::etcdserverpb::Member;
 use crate::pb::k3rspb::{ImageRow, StateImage};
 
 fn rows_of(view: &dyn ReadView, table: Table) -> Result<Vec<ImageRow>, StorageError> {
@@ -49,10 +50,14 @@ pub fn capture(view: &dyn ReadView) -> Result<Vec<u8>, StorageError> {
             });
         }
     }
+    let members = crate::identity::load(view)?
+        .map(|identity| identity.members)
+        .unwrap_or_default();
     let image = StateImage {
         kv: rows_of(view, Table::Kv)?,
         lease: rows_of(view, Table::Lease)?,
         meta,
+        members,
     };
     let mut data = image.encode_to_vec();
     let sum = checksum(&data);
@@ -60,8 +65,17 @@ pub fn capture(view: &dyn ReadView) -> Result<Vec<u8>, StorageError> {
     Ok(data)
 }
 
+/// A checked image, ready to install.
+#[derive(Debug)]
+pub struct Install {
+    /// Replaces the state machine's rows and records.
+    pub batch: WriteBatch,
+    /// The cluster's members at the image's index.
+    pub members: Vec<Member>,
+}
+
 /// Checks `data` and turns it into the batch that replaces this member's state with it.
-pub fn install_batch(data: &[u8], index: u64) -> Result<WriteBatch, StorageError> {
+pub fn install_batch(data: &[u8], index: u64) -> Result<Install, StorageError> {
     let Some(split) = data.len().checked_sub(4) else {
         return Err(StorageError::corrupt(
             "raft snapshot data is shorter than its checksum",
@@ -102,7 +116,10 @@ pub fn install_batch(data: &[u8], index: u64) -> Result<WriteBatch, StorageError
             batch.put(table, row.key, row.value);
         }
     }
-    Ok(batch)
+    Ok(Install {
+        batch,
+        members: image.members,
+    })
 }
 
 #[cfg(test)]
@@ -145,7 +162,21 @@ mod tests {
     #[test]
     fn an_installed_image_reproduces_the_state_exactly() {
         let (source, store) = store_with_history();
+        let members: Vec<Member> = [2, 3]
+            .into_iter()
+            .map(|id| Member {
+                id,
+                ..Default::default()
+            })
+            .collect();
+        let identity = crate::pb::k3rspb::ClusterIdentity {
+            cluster_id: 1,
+            member_id: 2,
+            members: members.clone(),
+        };
+        crate::identity::store(source.as_ref(), &identity).expect("identity");
         let data = capture(source.as_ref()).expect("capture");
+        assert_eq!(install_batch(&data, 3).expect("valid").members, members);
 
         let target = Arc::new(MemoryEngine::new());
         let mut stale = MvccStore::open(target.clone()).expect("open");
@@ -161,7 +192,7 @@ mod tests {
             .expect("storage")
             .expect("applied");
         target
-            .write(install_batch(&data, 3).expect("valid"), true)
+            .write(install_batch(&data, 3).expect("valid").batch, true)
             .expect("write");
         let installed = MvccStore::open(target.clone()).expect("reopen");
         assert_eq!(installed.current_revision(), store.current_revision());

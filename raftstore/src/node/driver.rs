@@ -582,8 +582,19 @@ impl Driver {
     /// from it (or learn that their history was compacted away).
     fn install_snapshot(&mut self, snapshot: &raft::eraftpb::Snapshot) -> Result<(), DriverError> {
         let index = snapshot.get_metadata().index;
-        let state = crate::state_image::install_batch(snapshot.get_data(), index)?;
-        self.log.apply_snapshot(snapshot, state)?;
+        let install = crate::state_image::install_batch(snapshot.get_data(), index)?;
+        let mut batch = install.batch;
+        // Membership changes the member missed come with the snapshot, in the same write.
+        let identity =
+            (!install.members.is_empty()).then(|| self.membership.identity_with(install.members));
+        if let Some(identity) = &identity {
+            crate::identity::put(&mut batch, identity);
+        }
+        self.log.apply_snapshot(snapshot, batch)?;
+        if let Some(identity) = identity {
+            self.membership.replace_members(identity);
+            self.transport.members_changed(&self.membership.members());
+        }
         let engine = Arc::clone(self.store.read().engine());
         let reopened = MvccStore::open(engine)?;
         let revision = reopened.current_revision();
