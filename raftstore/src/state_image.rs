@@ -2,15 +2,16 @@
 //! next entries were compacted away, installed by that follower in place of its own state.
 //!
 //! Guarantees:
-//! - [`capture`] reads every kv row, lease record and MVCC meta record in one pass of the
-//!   driver (nothing applies meanwhile), so the image is the state at one applied index, which
-//!   it records as its consistent index;
+//! - [`capture`] reads every kv row, lease record and MVCC meta record, and the cluster's
+//!   members, in one pass of the driver (nothing applies meanwhile), so the image is the state
+//!   at one applied index, which it records as its consistent index;
 //! - the data ends in a CRC-32C of the image; [`install_batch`] refuses data whose checksum or
 //!   encoding is wrong, or whose consistent index is not the snapshot's index, before anything
 //!   is written;
 //! - [`install_batch`] returns ONE write batch that clears the kv and lease tables and the MVCC
-//!   meta records and writes the image's rows; the caller adds the raft log's own changes to it,
-//!   so a crash leaves either the old state and log or the new ones.
+//!   meta records and writes the image's rows, and hands back the members; the caller adds the
+//!   membership record and the raft log's own changes to it, so a crash leaves either the old
+//!   state and log or the new ones.
 
 use prost::Message as _;
 
