@@ -15,6 +15,7 @@ use raftstore::EtcdError;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::status_from;
+use crate::header::current_header;
 use crate::leader::LeaderLink;
 use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::{
@@ -57,6 +58,33 @@ async fn renew(handle: &NodeHandle, leader: &LeaderLink, id: i64) -> Result<i64,
 
 type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
 
+/// The answer to a keep-alive of lease `id` renewed to `ttl` (`None`: unknown, answered TTL 0).
+pub(crate) fn keep_alive_response(
+    handle: &NodeHandle,
+    id: i64,
+    ttl: Option<i64>,
+) -> LeaseKeepAliveResponse {
+    LeaseKeepAliveResponse {
+        header: Some(current_header(handle)),
+        id,
+        ttl: ttl.unwrap_or(0),
+    }
+}
+
+/// The answer to a TimeToLive of lease `id`: as described, or TTL −1 when it does not exist.
+pub(crate) fn time_to_live_response(
+    handle: &NodeHandle,
+    id: i64,
+    described: Option<LeaseTimeToLiveResponse>,
+) -> LeaseTimeToLiveResponse {
+    described.unwrap_or_else(|| LeaseTimeToLiveResponse {
+        header: Some(current_header(handle)),
+        id,
+        ttl: -1,
+        ..Default::default()
+    })
+}
+
 /// Answers one keep-alive: the lease's TTL, or 0 when it does not exist.
 async fn keep_alive_once(
     handle: &NodeHandle,
@@ -64,12 +92,7 @@ async fn keep_alive_once(
     request: LeaseKeepAliveRequest,
 ) -> Result<LeaseKeepAliveResponse, Status> {
     let ttl = renew(handle, leader, request.id).await?;
-    let revision = handle.store().read().current_revision();
-    Ok(LeaseKeepAliveResponse {
-        header: Some(handle.header(revision)),
-        id: request.id,
-        ttl,
-    })
+    Ok(keep_alive_response(handle, request.id, Some(ttl)))
 }
 
 #[tonic::async_trait]
@@ -139,16 +162,11 @@ impl Lease for LeaseService {
             }
             Err(err) => return Err(status_from(err)),
         };
-        let response = described.unwrap_or_else(|| LeaseTimeToLiveResponse {
-            header: Some(
-                self.handle
-                    .header(self.handle.store().read().current_revision()),
-            ),
-            id: request.id,
-            ttl: -1,
-            ..Default::default()
-        });
-        Ok(Response::new(response))
+        Ok(Response::new(time_to_live_response(
+            &self.handle,
+            request.id,
+            described,
+        )))
     }
 
     async fn lease_leases(

@@ -166,14 +166,12 @@ impl RaftPeer for PeerService {
             .handle
             .lease_renew(id)
             .await
-            .map_err(crate::error::status_from)?
-            .unwrap_or(0);
-        let revision = self.handle.store().read().current_revision();
-        Ok(Response::new(LeaseKeepAliveResponse {
-            header: Some(self.handle.header(revision)),
+            .map_err(crate::error::status_from)?;
+        Ok(Response::new(crate::lease::keep_alive_response(
+            &self.handle,
             id,
             ttl,
-        }))
+        )))
     }
 
     async fn member_promote(
@@ -211,15 +209,11 @@ impl RaftPeer for PeerService {
             .lease_time_to_live(request.id, request.keys)
             .await
             .map_err(crate::error::status_from)?;
-        let revision = self.handle.store().read().current_revision();
-        Ok(Response::new(described.unwrap_or_else(|| {
-            LeaseTimeToLiveResponse {
-                header: Some(self.handle.header(revision)),
-                id: request.id,
-                ttl: -1,
-                ..Default::default()
-            }
-        })))
+        Ok(Response::new(crate::lease::time_to_live_response(
+            &self.handle,
+            request.id,
+            described,
+        )))
     }
 }
 
