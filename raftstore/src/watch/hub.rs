@@ -98,6 +98,31 @@ impl Watcher {
         let is_put = event.r#type == EventType::Put as i32;
         !(is_put && self.no_put || !is_put && self.no_delete)
     }
+
+    /// The message carrying the `selected` events of `batch` to this watcher.
+    fn events(&self, watch_id: i64, batch: &Arc<Vec<Event>>, selected: Vec<u32>) -> Queued {
+        Queued::Events {
+            watch_id,
+            slice: EventSlice {
+                batch: Arc::clone(batch),
+                selected,
+                with_prev_kv: self.prev_kv,
+            },
+        }
+    }
+
+    /// Parks this watcher, taken out of `group`, with the message its full queue refused.
+    fn park(
+        &mut self,
+        key: WatcherKey,
+        refused: Queued,
+        group: &mut WatcherGroup,
+        victims: &mut BTreeSet<WatcherKey>,
+    ) {
+        group.remove(key, &self.range);
+        self.state = State::Victim(vec![refused]);
+        victims.insert(key);
+    }
 }
 
 struct StreamEntry {
@@ -202,21 +227,12 @@ impl WatchHub {
             if selected.is_empty() {
                 continue;
             }
-            let item = Queued::Events {
-                watch_id: key.1,
-                slice: EventSlice {
-                    batch: Arc::clone(&batch),
-                    selected,
-                    with_prev_kv: watcher.prev_kv,
-                },
-            };
+            let item = watcher.events(key.1, &batch, selected);
             let Some(stream) = state.streams.get(&key.0) else {
                 continue;
             };
-            if let Err(item) = stream.queue.try_push_events(revision, item) {
-                state.synced.remove(key, &watcher.range);
-                watcher.state = State::Victim(vec![item]);
-                state.victims.insert(key);
+            if let Err(refused) = stream.queue.try_push_events(revision, item) {
+                watcher.park(key, refused, &mut state.synced, &mut state.victims);
                 self.wake.notify_one();
             }
         }
@@ -395,21 +411,12 @@ impl WatchHub {
             let caught_up = watcher.next_revision > revision;
             let range = watcher.range.clone();
             if !selected.is_empty() {
-                let item = Queued::Events {
-                    watch_id: key.1,
-                    slice: EventSlice {
-                        batch: Arc::clone(&batch),
-                        selected,
-                        with_prev_kv: watcher.prev_kv,
-                    },
-                };
+                let item = watcher.events(key.1, &batch, selected);
                 let Some(stream) = state.streams.get(&key.0) else {
                     continue;
                 };
-                if let Err(item) = stream.queue.try_push_events(revision, item) {
-                    state.unsynced.remove(key, &range);
-                    watcher.state = State::Victim(vec![item]);
-                    state.victims.insert(key);
+                if let Err(refused) = stream.queue.try_push_events(revision, item) {
+                    watcher.park(key, refused, &mut state.unsynced, &mut state.victims);
                     continue;
                 }
             }
