@@ -128,6 +128,9 @@ impl WriteBatch {
     }
 }
 
+/// A visitor of [`ReadView::try_scan`]: `Ok(false)` stops, an error stops and is returned.
+pub type FallibleVisit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError> + 'a;
+
 /// A consistent point-in-time read view of every table.
 pub trait ReadView: Send + Sync {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
@@ -141,6 +144,31 @@ pub trait ReadView: Send + Sync {
         end: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StorageError>;
+
+    /// As [`ReadView::scan`], with a `visit` that can fail: the first error stops the scan and
+    /// is returned.
+    fn try_scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut FallibleVisit<'_>,
+    ) -> Result<(), StorageError> {
+        let mut failure = None;
+        self.scan(
+            table,
+            start,
+            end,
+            &mut |key, value| match visit(key, value) {
+                Ok(go_on) => go_on,
+                Err(err) => {
+                    failure = Some(err);
+                    false
+                }
+            },
+        )?;
+        failure.map_or(Ok(()), Err)
+    }
 }
 
 /// A storage engine. Reads through the trait see the latest written state.

@@ -46,41 +46,25 @@ impl LeaseTable {
         attachments: impl IntoIterator<Item = (Vec<u8>, i64)>,
     ) -> Result<Self, StorageError> {
         let mut leases = BTreeMap::new();
-        let mut failure = None;
-        view.scan(
-            Table::Lease,
-            &[],
-            None,
-            &mut |key, value| match LeaseRecord::decode(value) {
-                Ok(record) if key == record_key(record.id) => {
-                    leases.insert(
-                        record.id,
-                        LeaseEntry {
-                            ttl: record.ttl,
-                            keys: BTreeSet::new(),
-                        },
-                    );
-                    true
-                }
-                Ok(record) => {
-                    failure = Some(StorageError::corrupt(format!(
-                        "lease record under key {key:02x?} is for lease {:x}",
-                        record.id
-                    )));
-                    false
-                }
-                Err(err) => {
-                    failure = Some(StorageError::io(
-                        format!("decoding lease record {key:02x?}"),
-                        err,
-                    ));
-                    false
-                }
-            },
-        )?;
-        if let Some(err) = failure {
-            return Err(err);
-        }
+        view.try_scan(Table::Lease, &[], None, &mut |key, value| {
+            let record = LeaseRecord::decode(value).map_err(|err| {
+                StorageError::io(format!("decoding lease record {key:02x?}"), err)
+            })?;
+            if key != record_key(record.id) {
+                return Err(StorageError::corrupt(format!(
+                    "lease record under key {key:02x?} is for lease {:x}",
+                    record.id
+                )));
+            }
+            leases.insert(
+                record.id,
+                LeaseEntry {
+                    ttl: record.ttl,
+                    keys: BTreeSet::new(),
+                },
+            );
+            Ok(true)
+        })?;
         let mut table = Self { leases };
         for (key, id) in attachments {
             match table.leases.get_mut(&id) {

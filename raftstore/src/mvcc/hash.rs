@@ -90,28 +90,19 @@ impl MvccStore {
         let mut crc = Crc32c::default();
         crc.update(b"key");
         let end = at.checked_add(1).map(Revision::main_prefix);
-        let mut failure: Option<StorageError> = None;
-        self.engine().scan(
+        self.engine().try_scan(
             Table::Kv,
             &[],
             end.as_ref().map(|end| end.as_slice()),
-            &mut |key, value| match decode_row_key(key) {
-                Ok(row) => {
-                    if row.revision.main > compacted || keep.contains(&row.revision) {
-                        crc.update(key);
-                        crc.update(value);
-                    }
-                    true
+            &mut |key, value| {
+                let row = decode_row_key(key)?;
+                if row.revision.main > compacted || keep.contains(&row.revision) {
+                    crc.update(key);
+                    crc.update(value);
                 }
-                Err(err) => {
-                    failure = Some(err);
-                    false
-                }
+                Ok(true)
             },
         )?;
-        if let Some(err) = failure {
-            return Err(err.into());
-        }
         Ok(KvHash {
             hash: crc.finish(),
             compact_revision: compacted,

@@ -46,54 +46,36 @@ impl MvccStore {
         let end = to.checked_add(1).map(Revision::main_prefix);
         let mut events = Vec::new();
         let mut through = to;
-        let mut failure = None;
-        self.engine().scan(
+        self.engine().try_scan(
             Table::Kv,
             &start,
             end.as_ref().map(|end| end.as_slice()),
             &mut |key, value| {
-                let row = match decode_row_key(key) {
-                    Ok(row) => row,
-                    Err(err) => {
-                        failure = Some(err);
-                        return false;
-                    }
-                };
+                let row = decode_row_key(key)?;
                 let last_main = events
                     .last()
                     .and_then(|event: &Event| event.kv.as_ref())
                     .map(|kv| kv.mod_revision);
                 if events.len() >= max_events && last_main != Some(row.revision.main) {
                     through = row.revision.main - 1;
-                    return false;
+                    return Ok(false);
                 }
-                match KeyValue::decode(value) {
-                    Ok(kv) => {
-                        let kind = if row.tombstone {
-                            EventType::Delete
-                        } else {
-                            EventType::Put
-                        };
-                        events.push(Event {
-                            r#type: kind as i32,
-                            kv: Some(kv),
-                            prev_kv: None,
-                        });
-                        true
-                    }
-                    Err(err) => {
-                        failure = Some(StorageError::io(
-                            format!("decoding kv row {}", hex(key)),
-                            err,
-                        ));
-                        false
-                    }
-                }
+                let kv = KeyValue::decode(value).map_err(|err| {
+                    StorageError::io(format!("decoding kv row {}", hex(key)), err)
+                })?;
+                let kind = if row.tombstone {
+                    EventType::Delete
+                } else {
+                    EventType::Put
+                };
+                events.push(Event {
+                    r#type: kind as i32,
+                    kv: Some(kv),
+                    prev_kv: None,
+                });
+                Ok(true)
             },
         )?;
-        if let Some(err) = failure {
-            return Err(err);
-        }
         if with_prev_kv {
             self.attach_prev_kvs(&mut events)?;
         }

@@ -418,27 +418,17 @@ impl MvccStore {
         meta::put_i64(batch, meta::SCHEDULED_COMPACT_REVISION, revision);
         let keep = self.index.compact(revision);
         let end = revision.checked_add(1).map(Revision::main_prefix);
-        let mut failure = None;
-        self.engine.scan(
+        self.engine.try_scan(
             Table::Kv,
             &[],
             end.as_ref().map(|end| end.as_slice()),
-            &mut |key, _| match decode_row_key(key) {
-                Ok(row) => {
-                    if !keep.contains(&row.revision) {
-                        batch.delete(Table::Kv, key);
-                    }
-                    true
+            &mut |key, _| {
+                if !keep.contains(&decode_row_key(key)?.revision) {
+                    batch.delete(Table::Kv, key);
                 }
-                Err(err) => {
-                    failure = Some(err);
-                    false
-                }
+                Ok(true)
             },
         )?;
-        if let Some(err) = failure {
-            return Err(err);
-        }
         meta::put_i64(batch, meta::FINISHED_COMPACT_REVISION, revision);
         Ok(())
     }
@@ -521,24 +511,11 @@ fn rebuild_index(
 ) -> Result<(TreeIndex, LeaseAttachments), StorageError> {
     let mut index = TreeIndex::new();
     let mut attachments = LeaseAttachments::new();
-    let mut failure = None;
-    view.scan(Table::Kv, &[], None, &mut |key, value| match restore_row(
-        &mut index,
-        &mut attachments,
-        key,
-        value,
-        current_revision,
-    ) {
-        Ok(()) => true,
-        Err(err) => {
-            failure = Some(err);
-            false
-        }
+    view.try_scan(Table::Kv, &[], None, &mut |key, value| {
+        restore_row(&mut index, &mut attachments, key, value, current_revision)?;
+        Ok(true)
     })?;
-    match failure {
-        Some(err) => Err(err),
-        None => Ok((index, attachments)),
-    }
+    Ok((index, attachments))
 }
 
 fn restore_row(
