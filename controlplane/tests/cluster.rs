@@ -255,14 +255,7 @@ async fn etcdctl_move_leader_hands_leadership_to_the_named_member() {
     let cluster = TestCluster::start(3).await;
     let leader = cluster.leader(ELECTION_BOUND).await;
     let target = (leader + 1) % 3;
-    let mut client = cluster.client(target).await;
-    let target_id = client
-        .status()
-        .await
-        .expect("status")
-        .header()
-        .expect("header")
-        .member_id();
+    let target_id = cluster.member_id(target).await;
     let output = std::process::Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .args([
@@ -311,15 +304,7 @@ async fn a_member_behind_the_compacted_log_catches_up_from_a_snapshot() {
     .await;
     let leader = cluster.leader(ELECTION_BOUND).await;
     let lagging = (leader + 1) % 3;
-    let lagging_id = cluster
-        .client(lagging)
-        .await
-        .status()
-        .await
-        .expect("status")
-        .header()
-        .expect("header")
-        .member_id();
+    let lagging_id = cluster.member_id(lagging).await;
     cluster.members[lagging].kill9();
     let mut client = cluster.client(leader).await;
     let lease = client.lease_grant(600, None).await.expect("grant").id();
@@ -572,15 +557,7 @@ async fn removing_a_member_that_would_cost_the_quorum_is_refused() {
     // Give the leader a few election timeouts to notice the member is gone.
     sleep(Duration::from_secs(4)).await;
     let mut client = cluster.client(leader).await;
-    let other_id = cluster
-        .client(other)
-        .await
-        .status()
-        .await
-        .expect("status")
-        .header()
-        .expect("header")
-        .member_id();
+    let other_id = cluster.member_id(other).await;
     // Removing the other live member would leave one reachable voter of two.
     let refused = client.member_remove(other_id).await;
     let status = common::grpc_status(refused);
@@ -603,15 +580,7 @@ async fn a_member_moved_to_new_peer_urls_keeps_replicating() {
     let mut cluster = TestCluster::start(3).await;
     let leader = cluster.leader(ELECTION_BOUND).await;
     let moved = (leader + 1) % 3;
-    let moved_id = cluster
-        .client(moved)
-        .await
-        .status()
-        .await
-        .expect("status")
-        .header()
-        .expect("header")
-        .member_id();
+    let moved_id = cluster.member_id(moved).await;
     let new_port = common::free_port();
     let new_url = format!("http://127.0.0.1:{new_port}");
     let updated = etcdctl(

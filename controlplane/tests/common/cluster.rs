@@ -210,6 +210,14 @@ impl TestCluster {
             .join("\n")
     }
 
+    /// The member id of running member `index`, as its Status reports it.
+    pub async fn member_id(&self, index: usize) -> u64 {
+        status_of(&self.members[index].endpoint())
+            .await
+            .map(|(_, member)| member)
+            .expect("the member answers Status")
+    }
+
     /// A client of member `index` alone.
     pub async fn client(&self, index: usize) -> Client {
         super::connect(&self.members[index].endpoint()).await
