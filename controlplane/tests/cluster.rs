@@ -415,6 +415,46 @@ async fn every_member_lists_every_members_name_and_client_urls() {
     }
 }
 
+/// etcdctl's `--cluster` forms dial every member's client URL, and grpc-go then sends the URL
+/// (`http://127.0.0.1:PORT`) as the HTTP/2 authority; every member must answer them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_endpoint_status_and_hash_cover_the_whole_cluster() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader(ELECTION_BOUND).await;
+    let mut client = cluster.client(leader).await;
+    client.put("k", "v", None).await.expect("put");
+    let url = format!("http://{}", cluster.members[leader].endpoint());
+    let status = etcdctl(&url, &["endpoint", "status", "--cluster", "-w", "json"]);
+    let mut leaders = Vec::new();
+    for member in &cluster.members {
+        let line = status
+            .split("},{")
+            .find(|entry| entry.contains(&format!("\"Endpoint\":\"http://{}\"", member.endpoint())))
+            .unwrap_or_else(|| panic!("no status for {}: {status}", member.endpoint()));
+        leaders.push(line.contains(&format!("\"leader\":{}", member_id_field(line))));
+    }
+    assert_eq!(
+        leaders.iter().filter(|is_leader| **is_leader).count(),
+        1,
+        "exactly one member reports itself leader: {status}"
+    );
+    let hashes = etcdctl(&url, &["endpoint", "hash", "--cluster"]);
+    assert_eq!(hashes.lines().count(), 3, "{hashes}");
+    for member in &cluster.members {
+        assert!(
+            hashes.contains(&format!("http://{}, ", member.endpoint())),
+            "{hashes}"
+        );
+    }
+}
+
+/// The `"member_id":N` value of one member's JSON status line.
+fn member_id_field(status: &str) -> &str {
+    let start = status.find("\"member_id\":").expect("member_id") + "\"member_id\":".len();
+    let rest = &status[start..];
+    &rest[..rest.find([',', '}']).expect("end of member_id")]
+}
+
 /// Runs etcdctl 3.4 against `endpoint`; panics with its output if it fails.
 fn etcdctl(endpoint: &str, args: &[&str]) -> String {
     let output = std::process::Command::new("etcdctl")

@@ -7,6 +7,7 @@
 //! gRPC health service. Sockets are made only behind the [`net`] seam ([`TokioNet`] in
 //! production, a simulated network in tests).
 
+mod authority;
 mod cluster;
 mod error;
 mod header;

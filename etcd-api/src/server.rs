@@ -3,7 +3,8 @@
 //!
 //! Guarantees: a request message larger than etcd's gRPC receive limit (max request bytes +
 //! 512 KiB) is refused with `ResourceExhausted` (see [`crate::receive_limit`]) and the server
-//! goes on serving; responses are
+//! goes on serving; an `:authority` written as a URL, as etcdctl sends it, is accepted
+//! (see [`crate::authority`]); responses are
 //! limited only as etcd limits them (`i32::MAX`); HTTP/2 keepalive pings follow etcd's defaults.
 //! `serve` does not wait for the member to be ready: call it after `RunningNode::ready`, so a
 //! restarted member never serves state older than what it had committed.
@@ -12,12 +13,13 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, TryStreamExt};
 use raftstore::node::NodeHandle;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::transport::server::Connected;
 use tonic::transport::Server;
 
+use crate::authority::AuthorityRepair;
 use crate::cluster::ClusterService;
 use crate::health::serving_health_service;
 use crate::kv::KvService;
@@ -109,7 +111,7 @@ where
         .add_service(maintenance)
         .add_service(cluster)
         .add_service(health)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming.map_ok(AuthorityRepair::new), shutdown)
         .await?;
     Ok(())
 }
