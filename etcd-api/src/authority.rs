@@ -67,9 +67,8 @@ struct PendingBlock {
 pub struct AuthorityRepair<IO> {
     inner: IO,
     mode: Mode,
-    /// Preface bytes still to pass on before frames start.
-    preface_left: usize,
-    /// Payload bytes of a frame that is passed on unchanged, still to come.
+    /// Bytes to pass on unchanged before the next frame header: the connection preface at
+    /// first, then the payload of a frame that is not a header frame.
     copy_left: usize,
     /// Bytes read from the connection and not yet processed.
     input: BytesMut,
@@ -87,8 +86,7 @@ impl<IO> AuthorityRepair<IO> {
         Self {
             inner,
             mode: Mode::Inspect,
-            preface_left: PREFACE_LEN,
-            copy_left: 0,
+            copy_left: PREFACE_LEN,
             input: BytesMut::new(),
             output: BytesMut::new(),
             pending: None,
@@ -105,16 +103,6 @@ impl<IO> AuthorityRepair<IO> {
                 let all = self.input.split();
                 self.output.unsplit(all);
                 return;
-            }
-            if self.preface_left > 0 {
-                let n = self.preface_left.min(self.input.len());
-                if n == 0 {
-                    return;
-                }
-                self.preface_left -= n;
-                let bytes = self.input.split_to(n);
-                self.output.unsplit(bytes);
-                continue;
             }
             if self.copy_left > 0 {
                 let n = self.copy_left.min(self.input.len());
