@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds k3rs (release) and runs a single-node server with the embedded store:
 #   scripts/server.sh [extra `k3rs server` flags]
-# The etcd client port is 127.0.0.1:2379; try `etcdctl put hello world`.
+# The etcd client port is https://127.0.0.1:2379 with mTLS: see the README for the etcdctl
+# flags that use the client certificate under <data-dir>/server/tls/etcd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

@@ -1,12 +1,12 @@
 //! Command-line interface: `k3rs server` (k3s's flags) and `k3rs etcd` (etcd's flags).
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 pub use crate::etcd_flags::EtcdArgs;
 use crate::etcd_flags::EtcdTuning;
-use crate::member::MemberSettings;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,36 +42,63 @@ pub struct ServerArgs {
     #[arg(long, env = "K3RS_NODE_NAME")]
     pub node_name: Option<String>,
 
-    /// Address the etcd client port listens on, in addition to nothing else for now.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub etcd_listen_address: String,
+    /// Shared secret used to join a server to the cluster (also read from K3S_TOKEN).
+    #[arg(long, short = 't', env = "K3RS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// File containing the token.
+    #[arg(long, env = "K3RS_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Server to connect to, to join its cluster (https://SERVER:6443).
+    #[arg(long, short = 's', env = "K3RS_URL")]
+    pub server: Option<String>,
+
+    /// IP address to advertise for this node [default: the address of the default route, else 127.0.0.1].
+    #[arg(long, env = "K3RS_NODE_IP")]
+    pub node_ip: Option<IpAddr>,
+
+    /// IP address the supervisor advertises to members of the cluster [default: node-ip].
+    #[arg(long, env = "K3RS_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<IpAddr>,
+
+    /// IP address to listen on [default: 127.0.0.1 and node-ip].
+    #[arg(long, env = "K3RS_BIND_ADDRESS")]
+    pub bind_address: Option<IpAddr>,
+
+    /// Additional host names or IPv4/IPv6 addresses as subject alternative names on the
+    /// server's certificates (repeatable, or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+
+    /// HTTPS listen port of the supervisor.
+    #[arg(long, default_value_t = 6443)]
+    pub https_listen_port: u16,
 
     /// etcd client port.
     #[arg(long, default_value_t = 2379)]
     pub etcd_client_port: u16,
 
+    /// etcd peer port.
+    #[arg(long, default_value_t = 2380)]
+    pub etcd_peer_port: u16,
+
     #[command(flatten)]
     pub tuning: EtcdTuning,
+
+    #[command(flatten)]
+    pub reset: crate::cluster_reset::ResetArgs,
 }
 
 impl ServerArgs {
-    pub fn into_member_settings(self) -> anyhow::Result<MemberSettings> {
-        let data_dir = self.data_dir.unwrap_or_else(default_data_dir);
-        let node_name = self.node_name.unwrap_or_else(host_name);
-        if !self.cluster_init {
-            tracing::info!(
-                "k3rs always runs its embedded store; --cluster-init only marks the first server"
-            );
-        }
-        let client_url = format!(
-            "http://{}:{}",
-            self.etcd_listen_address, self.etcd_client_port
-        );
-        let etcd_dir = data_dir.join("server").join("db").join("etcd");
-        let peer_url = format!("http://{}:2380", self.etcd_listen_address);
-        let mut settings = MemberSettings::new(etcd_dir, node_name, peer_url, client_url)?;
-        self.tuning.apply(&mut settings)?;
-        Ok(settings)
+    /// The data dir, defaulted as k3s does.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+
+    /// The node name, defaulted to the host name.
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(host_name)
     }
 }
 

@@ -5,9 +5,16 @@
 //! drop-in etcd taking etcd's own flags).
 
 mod cli;
+mod cluster_reset;
 mod etcd_flags;
 mod go_duration;
+mod join;
 mod member;
+mod pki;
+mod server;
+mod server_tls;
+mod supervisor;
+mod token;
 mod urls;
 
 use clap::Parser;
@@ -24,12 +31,12 @@ async fn main() -> std::process::ExitCode {
         .init();
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        cli::Command::Server(args) => match args.into_member_settings() {
-            Ok(settings) => member::run(settings).await,
-            Err(err) => Err(err),
-        },
+        cli::Command::Server(args) if args.reset.requested() => {
+            cluster_reset::run_server(args).await
+        }
+        cli::Command::Server(args) => server::run(args).await,
         cli::Command::Etcd(args) => match args.into_member_settings() {
-            Ok(settings) => member::run(settings).await,
+            Ok(settings) => member::run(settings, None).await,
             Err(err) => Err(err),
         },
     };

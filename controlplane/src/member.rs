@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use raftstore::engine::EngineKind;
@@ -32,34 +33,70 @@ pub struct MemberSettings {
     pub join_existing: bool,
     /// This member's peer URLs, by which it finds itself in an existing cluster.
     pub advertise_peer_urls: Vec<String>,
+    /// Listen for peers even while this member is alone (servers others may join).
+    pub always_listen_peer: bool,
+    /// TLS on the client and peer ports (`k3rs server`); plaintext when absent.
+    pub tls: Option<MemberTls>,
+}
+
+/// The TLS configurations of a member's ports and of its channels to peers.
+#[derive(Debug, Clone)]
+pub struct MemberTls {
+    pub client_port: Arc<rustls::ServerConfig>,
+    pub peer_port: Arc<rustls::ServerConfig>,
+    pub peer_client: Arc<rustls::ClientConfig>,
 }
 
 impl MemberSettings {
-    /// A single-member cluster named `name` reachable at `client_url`.
+    /// A single-member cluster named `name` reachable at `client_url`, listening for clients
+    /// where `client_url` says.
     pub fn new(
         data_dir: PathBuf,
         name: String,
         peer_url: String,
         client_url: String,
     ) -> Result<Self> {
+        let listen_client = vec![listen_addr(&client_url)?];
+        Ok(Self::with_listeners(
+            data_dir,
+            name,
+            peer_url,
+            client_url,
+            listen_client,
+            Vec::new(),
+        ))
+    }
+
+    /// A single-member cluster named `name` reachable at `client_url`, listening for clients
+    /// on `listen_client` and for peers on `listen_peer`.
+    pub fn with_listeners(
+        data_dir: PathBuf,
+        name: String,
+        peer_url: String,
+        client_url: String,
+        listen_client: Vec<SocketAddr>,
+        listen_peer: Vec<SocketAddr>,
+    ) -> Self {
         let node = NodeConfig {
             name: name.clone(),
             initial_cluster: vec![InitialMember {
                 name,
-                peer_urls: vec![peer_url],
+                peer_urls: vec![peer_url.clone()],
             }],
-            advertise_client_urls: vec![client_url.clone()],
+            advertise_client_urls: vec![client_url],
             ..NodeConfig::default()
         };
-        Ok(Self {
+        Self {
             data_dir,
             engine: EngineKind::default_kind(),
             node,
-            listen_client: vec![listen_addr(&client_url)?],
-            listen_peer: Vec::new(),
+            listen_client,
+            listen_peer,
             join_existing: false,
-            advertise_peer_urls: Vec::new(),
-        })
+            advertise_peer_urls: vec![peer_url],
+            always_listen_peer: false,
+            tls: None,
+        }
     }
 
     pub fn set_listen_peer_urls(&mut self, urls: &[String]) -> Result<()> {
@@ -75,7 +112,7 @@ impl MemberSettings {
         Ok(())
     }
 
-    fn engine_dir(&self) -> PathBuf {
+    pub(crate) fn engine_dir(&self) -> PathBuf {
         let name = match self.engine {
             EngineKind::Memory => "memory",
             #[cfg(feature = "rocksdb")]
@@ -87,8 +124,12 @@ impl MemberSettings {
     }
 }
 
-/// Runs the member until a signal asks it to stop or it fails.
-pub async fn run(settings: MemberSettings) -> Result<()> {
+/// Runs the member until a signal asks it to stop or it fails; `serving` gets the member's
+/// handle once it serves clients.
+pub async fn run(
+    settings: MemberSettings,
+    serving: Option<watch::Sender<Option<raftstore::node::NodeHandle>>>,
+) -> Result<()> {
     create_private_dir(&settings.data_dir.join("member"))?;
     let engine_dir = settings.engine_dir();
     let engine = settings
@@ -99,7 +140,8 @@ pub async fn run(settings: MemberSettings) -> Result<()> {
 
     let name = settings.node.name.clone();
     let client_urls = settings.node.advertise_client_urls.clone();
-    let connector = etcd_api::connector(etcd_api::TokioNet);
+    let peer_client_tls = settings.tls.as_ref().map(|tls| tls.peer_client.clone());
+    let connector = etcd_api::tls::tls_connector(etcd_api::TokioNet, peer_client_tls);
     let joining = if settings.join_existing && raftstore::identity::load(engine.as_ref())?.is_none()
     {
         Some(
@@ -128,19 +170,23 @@ pub async fn run(settings: MemberSettings) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();
     // Peers must reach this member before it can catch up, so the peer port opens first.
-    if members.len() > 1 {
+    if members.len() > 1 || settings.always_listen_peer {
         for addr in &settings.listen_peer {
             let incoming = etcd_api::TokioNet
                 .listen(*addr)
                 .await
                 .with_context(|| format!("listening for peers on {addr}"))?;
-            let mut stop = stop_rx.clone();
+            let shutdown = stopped(stop_rx.clone());
             let handle = running.handle.clone();
+            let tls = settings.tls.as_ref().map(|tls| tls.peer_port.clone());
             servers.push(tokio::spawn(async move {
-                let shutdown = async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                };
-                etcd_api::serve_peers(handle, incoming, shutdown).await
+                match tls {
+                    Some(tls) => {
+                        let incoming = etcd_api::tls::accept_tls(incoming, tls);
+                        etcd_api::serve_peers(handle, incoming, shutdown).await
+                    }
+                    None => etcd_api::serve_peers(handle, incoming, shutdown).await,
+                }
             }));
             tracing::info!(%addr, "listening for peers");
         }
@@ -167,16 +213,23 @@ pub async fn run(settings: MemberSettings) -> Result<()> {
     ));
 
     for (addr, incoming) in client_listeners {
-        let mut stop = stop_rx.clone();
+        let shutdown = stopped(stop_rx.clone());
         let handle = running.handle.clone();
         let connector = connector.clone();
+        let tls = settings.tls.as_ref().map(|tls| tls.client_port.clone());
         servers.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            };
-            etcd_api::serve(handle, connector, incoming, shutdown).await
+            match tls {
+                Some(tls) => {
+                    let incoming = etcd_api::tls::accept_tls(incoming, tls);
+                    etcd_api::serve(handle, connector, incoming, shutdown).await
+                }
+                None => etcd_api::serve(handle, connector, incoming, shutdown).await,
+            }
         }));
         tracing::info!(%addr, "ready to serve client requests");
+    }
+    if let Some(serving) = serving {
+        serving.send_replace(Some(running.handle.clone()));
     }
 
     let mut driver = running.driver;
@@ -209,6 +262,11 @@ pub async fn run(settings: MemberSettings) -> Result<()> {
         }
     }
     outcome
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// Publishes this member's name and client URLs through raft, retrying (as etcd does) until it
@@ -246,7 +304,7 @@ async fn shutdown_signal() -> Result<&'static str> {
 }
 
 /// Creates `dir` (and parents) readable only by its owner, as etcd does for its data dir.
-fn create_private_dir(dir: &Path) -> Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -21,6 +21,7 @@ pub mod pb;
 pub mod peer;
 mod receive_limit;
 mod server;
+pub mod tls;
 mod watch;
 
 pub use error::status_from;

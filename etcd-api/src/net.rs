@@ -22,7 +22,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
@@ -58,30 +57,25 @@ pub trait Net: Send + Sync + 'static {
 pub type Connector = Arc<dyn Fn(Endpoint) -> Channel + Send + Sync>;
 
 /// The [`Connector`] of `net`: channels connect lazily (and reconnect) through
-/// [`Net::connect`], honouring the endpoint's connect timeout.
+/// [`Net::connect`], honouring the endpoint's connect timeout; `https://` URLs are refused
+/// (see [`crate::tls::tls_connector`] for channels that encrypt).
 pub fn connector<N: Net + Clone>(net: N) -> Connector {
-    Arc::new(move |endpoint: Endpoint| {
-        let net = net.clone();
-        endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: Uri| {
-            let net = net.clone();
-            async move {
-                let host = uri
-                    .host()
-                    .ok_or_else(|| {
-                        io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}"))
-                    })?
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string();
-                let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-                    Some("https") => 443,
-                    _ => 80,
-                });
-                let stream = net.connect(host, port).await?;
-                Ok::<_, io::Error>(TokioIo::new(stream))
-            }
-        }))
-    })
+    crate::tls::tls_connector(net, None)
+}
+
+/// The host (without IPv6 brackets) and port of `uri`; the scheme's port when none is given.
+pub(crate) fn uri_host_port(uri: &Uri) -> io::Result<(String, u16)> {
+    let host = uri
+        .host()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}")))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    Ok((host, port))
 }
 
 /// The production network: tokio TCP sockets.

@@ -13,12 +13,15 @@ pub mod engine;
 pub mod error;
 pub mod identity;
 pub mod lease;
+pub mod member_reset;
 pub mod membership;
 pub mod mvcc;
 pub mod node;
 pub mod pb;
 pub mod raft_log;
+pub mod state_export;
 pub mod state_image;
+pub mod state_import;
 pub mod watch;
 
 pub use error::{ErrorCode, EtcdError, StorageError};

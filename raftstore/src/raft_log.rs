@@ -31,7 +31,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState};
 
-use crate::engine::{KvEngine, Table, WriteBatch};
+use crate::engine::{KvEngine, ReadView, Table, WriteBatch};
 use crate::error::StorageError;
 
 /// The most entries the cache keeps.
@@ -85,7 +85,7 @@ fn decode_entry(index: u64, value: &[u8]) -> Result<Entry, StorageError> {
 }
 
 fn read_record<M: protobuf::Message>(
-    engine: &dyn KvEngine,
+    engine: &dyn ReadView,
     key: &[u8],
     what: &str,
 ) -> Result<Option<M>, StorageError> {
@@ -96,6 +96,20 @@ fn read_record<M: protobuf::Message>(
         StorageError::io(format!("raft log: the stored {what} does not decode"), err)
     })?;
     Ok(Some(record))
+}
+
+/// The term of entry `index` as `view` holds it: the entry's own, or the compacted prefix's
+/// when `index` is its last entry (index 0: term 0). `None` when the view holds neither.
+pub fn term_in_view(view: &dyn ReadView, index: u64) -> Result<Option<u64>, StorageError> {
+    if let Some(bytes) = view.get(Table::RaftLog, &entry_key(index))? {
+        return Ok(Some(decode_entry(index, &bytes)?.term));
+    }
+    let meta: Option<SnapshotMetadata> = read_record(view, SNAPSHOT_META_KEY, "snapshot metadata")?;
+    Ok(match meta {
+        Some(meta) if meta.index == index => Some(meta.term),
+        None if index == 0 => Some(0),
+        _ => None,
+    })
 }
 
 fn entry_bytes(entry: &Entry) -> u64 {
@@ -749,7 +763,6 @@ mod tests {
 
     use super::*;
     use crate::engine::memory::MemoryEngine;
-    use crate::engine::ReadView as _;
 
     fn entry(index: u64, term: u64) -> Entry {
         Entry {

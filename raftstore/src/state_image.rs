@@ -21,17 +21,27 @@ use crate::mvcc::meta::STATE_KEYS;
 use crate::mvcc::Crc32c;
 use crate::pb::etcdserverpb::Member;
 use crate::pb::k3rspb::{ImageRow, StateImage};
+use crate::state_export::for_each_row;
 
-fn rows_of(view: &dyn ReadView, table: Table) -> Result<Vec<ImageRow>, StorageError> {
-    let mut rows = Vec::new();
-    view.scan(table, &[], None, &mut |key, value| {
-        rows.push(ImageRow {
-            key: key.to_vec(),
-            value: value.to_vec(),
-        });
-        true
-    })?;
-    Ok(rows)
+/// Adds one row of `table` (as [`for_each_row`] visits them) to `image`.
+pub fn push_row(image: &mut StateImage, table: Table, key: &[u8], value: &[u8]) {
+    let row = ImageRow {
+        key: key.to_vec(),
+        value: value.to_vec(),
+    };
+    match table {
+        Table::Kv => image.kv.push(row),
+        Table::Lease => image.lease.push(row),
+        Table::Meta | Table::RaftLog => image.meta.push(row),
+    }
+}
+
+/// Every row of `image` with its table: kv rows, lease records, then meta records.
+pub fn into_rows(image: StateImage) -> impl Iterator<Item = (Table, ImageRow)> {
+    let kv = image.kv.into_iter().map(|row| (Table::Kv, row));
+    let lease = image.lease.into_iter().map(|row| (Table::Lease, row));
+    let meta = image.meta.into_iter().map(|row| (Table::Meta, row));
+    kv.chain(lease).chain(meta)
 }
 
 fn checksum(bytes: &[u8]) -> [u8; 4] {
@@ -42,24 +52,16 @@ fn checksum(bytes: &[u8]) -> [u8; 4] {
 
 /// The state machine's image, checksummed, as a raft snapshot's data.
 pub fn capture(view: &dyn ReadView) -> Result<Vec<u8>, StorageError> {
-    let mut meta = Vec::new();
-    for key in STATE_KEYS {
-        if let Some(value) = view.get(Table::Meta, key)? {
-            meta.push(ImageRow {
-                key: key.to_vec(),
-                value,
-            });
-        }
-    }
-    let members = crate::identity::load(view)?
-        .map(|identity| identity.members)
-        .unwrap_or_default();
-    let image = StateImage {
-        kv: rows_of(view, Table::Kv)?,
-        lease: rows_of(view, Table::Lease)?,
-        meta,
-        members,
+    let mut image = StateImage {
+        members: crate::identity::load(view)?
+            .map(|identity| identity.members)
+            .unwrap_or_default(),
+        ..Default::default()
     };
+    for_each_row(view, &mut |table, key, value| {
+        push_row(&mut image, table, key, value);
+        Ok(())
+    })?;
     let mut data = image.encode_to_vec();
     let sum = checksum(&data);
     data.extend_from_slice(&sum);
@@ -88,7 +90,7 @@ pub fn install_batch(data: &[u8], index: u64) -> Result<Install, StorageError> {
             "raft snapshot at index {index} fails its CRC-32C check"
         )));
     }
-    let image = StateImage::decode(body).map_err(|err| {
+    let mut image = StateImage::decode(body).map_err(|err| {
         StorageError::io(format!("decoding the raft snapshot at index {index}"), err)
     })?;
     let consistent_index = image
@@ -108,19 +110,11 @@ pub fn install_batch(data: &[u8], index: u64) -> Result<Install, StorageError> {
     for key in STATE_KEYS {
         batch.delete(Table::Meta, key);
     }
-    for (table, rows) in [
-        (Table::Kv, image.kv),
-        (Table::Lease, image.lease),
-        (Table::Meta, image.meta),
-    ] {
-        for row in rows {
-            batch.put(table, row.key, row.value);
-        }
+    let members = std::mem::take(&mut image.members);
+    for (table, row) in into_rows(image) {
+        batch.put(table, row.key, row.value);
     }
-    Ok(Install {
-        batch,
-        members: image.members,
-    })
+    Ok(Install { batch, members })
 }
 
 #[cfg(test)]

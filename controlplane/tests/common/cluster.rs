@@ -43,6 +43,11 @@ impl ClusterMember {
         self.child.is_some()
     }
 
+    /// The member's `--data-dir`.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     fn log_path(&self, start: u32) -> PathBuf {
         self.log_dir.join(format!("{}-{start}.log", self.name))
     }

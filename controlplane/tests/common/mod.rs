@@ -369,3 +369,4 @@ pub fn assert_grpc_error<T: std::fmt::Debug>(
     );
 }
 pub mod cluster;
+pub mod k3rs_server;

@@ -28,14 +28,14 @@ pub const STATE_KEYS: [&[u8]; 4] = [
 
 /// The meta records as read at open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Meta {
+pub(crate) struct Meta {
     pub consistent_index: u64,
     pub current_revision: Option<i64>,
     pub scheduled_compact_revision: Option<i64>,
     pub finished_compact_revision: Option<i64>,
 }
 
-pub(super) fn read(view: &dyn ReadView) -> Result<Meta, StorageError> {
+pub(crate) fn read(view: &dyn ReadView) -> Result<Meta, StorageError> {
     Ok(Meta {
         consistent_index: read_u64(view, CONSISTENT_INDEX)?.unwrap_or(0),
         current_revision: read_i64(view, CURRENT_REVISION)?,

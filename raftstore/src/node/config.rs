@@ -31,11 +31,27 @@ pub struct NodeConfig {
     pub max_proposals_per_ready: usize,
     /// Requests queued for the driver before callers wait (back-pressure).
     pub proposal_queue_capacity: usize,
-    /// Seeds the node's randomness (raft election timeouts in simulation).
+    /// Seeds the node's randomness. 0 (the default) leaves raft-rs to draw each election
+    /// timeout at random, as in production; any other value fixes this node's election timeout
+    /// (see [`NodeConfig::election_tick_range`]), so a simulation replays exactly.
     pub seed: u64,
     /// Period of the progress notifications watchers ask for (etcd's
     /// `--experimental-watch-progress-notify-interval`).
     pub watch_progress_notify_interval: Duration,
+    /// Bugs switched on on purpose, so the simulation can prove its checkers catch them. Only
+    /// with the `fault-injection` feature (enabled by the simulation crate alone); all off by
+    /// default.
+    #[cfg(feature = "fault-injection")]
+    pub injected_faults: InjectedFaults,
+}
+
+/// Deliberate bugs for the simulation's checkers to catch (see `NodeConfig::injected_faults`).
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InjectedFaults {
+    /// Linearizable reads skip the ReadIndex round and read local state, as serializable ones
+    /// do: a member cut off from the others then serves stale data.
+    pub stale_linearizable_reads: bool,
 }
 
 impl Default for NodeConfig {
@@ -58,6 +74,8 @@ impl Default for NodeConfig {
             proposal_queue_capacity: 8192,
             seed: 0,
             watch_progress_notify_interval: Duration::from_secs(10 * 60),
+            #[cfg(feature = "fault-injection")]
+            injected_faults: InjectedFaults::default(),
         }
     }
 }
@@ -67,6 +85,21 @@ impl NodeConfig {
     pub fn election_ticks(&self) -> usize {
         let ticks = self.election_timeout_ms / self.heartbeat_interval_ms.max(1);
         usize::try_from(ticks.max(2)).unwrap_or(usize::MAX)
+    }
+
+    /// raft-rs's election timeout range `[min, max)` in ticks. With `seed` 0 it is raft-rs's
+    /// own default, `[election, 2 × election)`, drawn from the thread's RNG at every reset; any
+    /// other seed picks one value in that range from the seed and fixes it (`max = min + 1`), so
+    /// the member's elections are deterministic.
+    pub fn election_tick_range(&self) -> (usize, usize) {
+        let election = self.election_ticks();
+        if self.seed == 0 {
+            return (election, election.saturating_mul(2));
+        }
+        let span = u64::try_from(election).unwrap_or(u64::MAX).max(1);
+        let offset = usize::try_from(mix64(self.seed) % span).unwrap_or(0);
+        let min = election.saturating_add(offset);
+        (min, min.saturating_add(1))
     }
 
     pub fn tick_interval(&self) -> Duration {
@@ -111,5 +144,38 @@ impl NodeConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// SplitMix64's finaliser: spreads consecutive seeds over the whole range.
+fn mix64(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_zero_keeps_raft_rs_randomized_election_timeouts() {
+        let config = NodeConfig::default();
+        assert_eq!(config.election_tick_range(), (10, 20));
+    }
+
+    #[test]
+    fn a_seed_fixes_the_election_timeout_within_raft_rs_range() {
+        for seed in 1..200 {
+            let config = NodeConfig {
+                seed,
+                ..NodeConfig::default()
+            };
+            let (min, max) = config.election_tick_range();
+            assert_eq!(max, min + 1);
+            assert!((10..20).contains(&min), "seed {seed} gave {min}");
+            assert_eq!(config.election_tick_range(), (min, max));
+        }
     }
 }

@@ -143,13 +143,26 @@ impl NodeHandle {
 
     pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, EtcdError> {
         validate::check_range(&request)?;
-        if !request.serializable {
+        if !request.serializable && !self.reads_locally_by_injected_fault() {
             self.read_barrier().await?;
         }
         let mut response = self.shared.store.read().range(&request)?;
         let revision = response.header.as_ref().map_or(0, |h| h.revision);
         response.header = Some(self.header(revision));
         Ok(response)
+    }
+
+    /// Whether the test-only `stale_linearizable_reads` fault is switched on (never without
+    /// the `fault-injection` feature).
+    fn reads_locally_by_injected_fault(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        {
+            self.shared.config.injected_faults.stale_linearizable_reads
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            false
+        }
     }
 
     pub async fn put(&self, request: PutRequest) -> Result<PutResponse, EtcdError> {

@@ -135,9 +135,12 @@ pub fn start_or_join(
     }
 
     let member_id = identity.member_id;
+    let (min_election_tick, max_election_tick) = config.election_tick_range();
     let raft_config = raft::Config {
         id: member_id,
         election_tick: config.election_ticks(),
+        min_election_tick,
+        max_election_tick,
         heartbeat_tick: 1,
         applied,
         max_size_per_msg: 1024 * 1024,

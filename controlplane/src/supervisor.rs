@@ -1,0 +1,289 @@
+//! The supervisor API on the HTTPS port (6443), as k3s serves it to joining servers.
+//!
+//! - `GET /cacerts`: the cluster CA bundle, unauthenticated (a joiner checks its hash against
+//!   the token before trusting anything else);
+//! - `GET /ping`: `pong`; `GET /readyz`: `ok` once the member serves;
+//! - `GET /v1-k3rs/server-bootstrap`: the cluster CAs with their keys and the critical
+//!   settings, for basic auth `server:<token secret>` only;
+//! - `GET /db/info`: the etcd member list (same auth).
+//!
+//! Guarantees: a wrong or missing secret gets `401` and nothing else; secrets are compared in
+//! constant time; every connection is TLS (handshake bounded by
+//! [`etcd_api::tls::HANDSHAKE_TIMEOUT`]) and served until the shutdown signal.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::pki::{read_pair, CertAndKey};
+use crate::server_tls::{TlsDir, CLUSTER_CAS};
+use crate::token::{Token, SERVER_USER};
+
+/// Path of the bootstrap endpoint.
+pub const BOOTSTRAP_PATH: &str = "/v1-k3rs/server-bootstrap";
+
+/// What a joining server receives: the cluster's CAs and the settings it must share.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BootstrapData {
+    /// CA certificate and key by file stem under `server/tls` (`server-ca`, `etcd/peer-ca`...).
+    pub cas: BTreeMap<String, PemPair>,
+    pub critical: CriticalSettings,
+}
+
+/// A certificate and key in PEM.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PemPair {
+    pub cert: String,
+    pub key: String,
+}
+
+/// Settings every server of a cluster must share; a joiner whose values differ is refused.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CriticalSettings {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+}
+
+impl CriticalSettings {
+    /// Refuses `ours` unless it equals the cluster's, naming the first setting that differs.
+    pub fn check_matches(&self, ours: &CriticalSettings) -> Result<()> {
+        let pairs = [
+            (
+                "--heartbeat-interval",
+                self.heartbeat_interval_ms.to_string(),
+                ours.heartbeat_interval_ms.to_string(),
+            ),
+            (
+                "--election-timeout",
+                self.election_timeout_ms.to_string(),
+                ours.election_timeout_ms.to_string(),
+            ),
+            (
+                "--max-request-bytes",
+                self.max_request_bytes.to_string(),
+                ours.max_request_bytes.to_string(),
+            ),
+            (
+                "--max-txn-ops",
+                self.max_txn_ops.to_string(),
+                ours.max_txn_ops.to_string(),
+            ),
+        ];
+        for (flag, cluster, here) in pairs {
+            anyhow::ensure!(
+                cluster == here,
+                "critical configuration value mismatch: {flag} is {cluster} in the cluster \
+                 but {here} here; start this server with {flag}={cluster}"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One member as `/db/info` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub name: String,
+    #[serde(rename = "peerURLs")]
+    pub peer_urls: Vec<String>,
+    #[serde(rename = "clientURLs")]
+    pub client_urls: Vec<String>,
+    #[serde(rename = "isLearner")]
+    pub is_learner: bool,
+}
+
+/// `/db/info`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DbInfo {
+    pub members: Vec<MemberInfo>,
+}
+
+/// What the supervisor serves from.
+pub struct Supervisor {
+    pub tls_dir: TlsDir,
+    pub token: Token,
+    pub critical: CriticalSettings,
+    /// The running member, once it serves.
+    pub member: watch::Receiver<Option<raftstore::node::NodeHandle>>,
+}
+
+impl Supervisor {
+    fn bootstrap_data(&self) -> Result<BootstrapData> {
+        let mut cas = BTreeMap::new();
+        for (stem, _) in CLUSTER_CAS {
+            let CertAndKey { cert_pem, key_pem } = read_pair(&self.tls_dir.stem(stem))?;
+            cas.insert(
+                stem.to_string(),
+                PemPair {
+                    cert: cert_pem,
+                    key: key_pem,
+                },
+            );
+        }
+        Ok(BootstrapData {
+            cas,
+            critical: self.critical.clone(),
+        })
+    }
+
+    fn is_authorized(&self, request: &Request<Incoming>) -> bool {
+        let Some(header) = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+        else {
+            return false;
+        };
+        let Some(encoded) = header.strip_prefix("Basic ") else {
+            return false;
+        };
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+            return false;
+        };
+        let expected = format!("{SERVER_USER}:{}", self.token.secret);
+        constant_time_eq(&decoded, expected.as_bytes())
+    }
+
+    fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if request.method() != Method::GET {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        }
+        let handle = self.member.borrow().clone();
+        match request.uri().path() {
+            "/cacerts" => match self.tls_dir.cluster_ca_pem() {
+                Ok(pem) => with_type(StatusCode::OK, "text/plain", pem),
+                Err(error) => internal(error),
+            },
+            "/ping" => text(StatusCode::OK, "pong"),
+            "/readyz" => match handle {
+                Some(_) => text(StatusCode::OK, "ok"),
+                None => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+            },
+            BOOTSTRAP_PATH | "/db/info" if !self.is_authorized(request) => {
+                let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+                response.headers_mut().insert(
+                    WWW_AUTHENTICATE,
+                    hyper::header::HeaderValue::from_static("Basic realm=\"k3rs\""),
+                );
+                response
+            }
+            BOOTSTRAP_PATH => match self.bootstrap_data().and_then(|data| json(&data)) {
+                Ok(response) => response,
+                Err(error) => internal(error),
+            },
+            "/db/info" => match handle {
+                None => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+                Some(handle) => {
+                    let members = handle
+                        .members()
+                        .into_iter()
+                        .map(|member| MemberInfo {
+                            id: member.id,
+                            name: member.name,
+                            peer_urls: member.peer_ur_ls,
+                            client_urls: member.client_ur_ls,
+                            is_learner: member.is_learner,
+                        })
+                        .collect();
+                    json(&DbInfo { members }).unwrap_or_else(internal)
+                }
+            },
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+/// Serves `supervisor` on `addrs` until `stop` turns true.
+pub async fn serve(
+    supervisor: Arc<Supervisor>,
+    addrs: &[SocketAddr],
+    tls: Arc<rustls::ServerConfig>,
+    stop: watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    use etcd_api::Net as _;
+    let mut tasks = Vec::new();
+    for addr in addrs {
+        let incoming = etcd_api::TokioNet
+            .listen(*addr)
+            .await
+            .with_context(|| format!("listening for the supervisor API on {addr}"))?;
+        let connections = etcd_api::tls::accept_tls(incoming, tls.clone());
+        let supervisor = supervisor.clone();
+        let mut stop = stop.clone();
+        tracing::info!(%addr, "supervisor API listening");
+        let connections_task = async move {
+            let mut connections = std::pin::pin!(connections);
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stop| *stop) => return,
+                    next = connections.next() => next,
+                };
+                let Some(Ok(conn)) = next else { return };
+                let supervisor = supervisor.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let response = supervisor.answer(&request);
+                        async move { Ok::<_, Infallible>(response) }
+                    });
+                    if let Err(error) = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(conn), service)
+                        .await
+                    {
+                        tracing::debug!(%error, "supervisor connection ended with an error");
+                    }
+                });
+            }
+        };
+        tasks.push(tokio::spawn(connections_task));
+    }
+    Ok(tasks)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+fn with_type(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    with_type(status, "text/plain", body.as_bytes().to_vec())
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Response<Full<Bytes>>> {
+    let body = serde_json::to_vec(value).context("encoding JSON")?;
+    Ok(with_type(StatusCode::OK, "application/json", body))
+}
+
+fn internal(error: anyhow::Error) -> Response<Full<Bytes>> {
+    tracing::warn!(error = format!("{error:#}"), "supervisor request failed");
+    text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+}

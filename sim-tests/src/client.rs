@@ -1,0 +1,186 @@
+//! `EtcdClient`: one simulated client's gRPC channels to every member, over [`TurmoilNet`],
+//! with the operations of the workload mapped onto etcd's KV API as kube-apiserver and etcdctl
+//! use it.
+//!
+//! Guarantees: any error (transport failure, etcd error) is returned as text, never retried
+//! here, so the caller records it as an outcome it does not know. Calls are never cancelled by
+//! the client: a cancelled HTTP/2 stream is remembered by h2 for one *wall-clock* second, so a
+//! late answer to it would be handled differently depending on the machine's speed, and the
+//! simulation would no longer replay. Every call is bounded by the member instead (etcd's
+//! request timeout), or ended by the connection breaking (HTTP/2 keepalive notices a crashed
+//! member); connecting is bounded by the (simulated) connect timeout.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use etcd_api::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use etcd_api::pb::etcdserverpb::kv_client::KvClient;
+use etcd_api::pb::etcdserverpb::maintenance_client::MaintenanceClient;
+use etcd_api::pb::etcdserverpb::request_op::Request as OpRequest;
+use etcd_api::pb::etcdserverpb::response_op::Response as OpResponse;
+use etcd_api::pb::etcdserverpb::{
+    Compare, DeleteRangeRequest, HashKvRequest, HashKvResponse, PutRequest, RangeRequest,
+    RangeResponse, RequestOp, TxnRequest,
+};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::history::{Observed, Request, Response};
+use crate::member::CLIENT_PORT;
+use crate::net::TurmoilNet;
+
+/// How often a client pings a connection.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a ping may go unanswered before the connection is closed.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Channels from one client to every member.
+#[derive(Clone)]
+pub struct EtcdClient {
+    channels: Vec<Channel>,
+}
+
+impl EtcdClient {
+    /// Lazily connected channels to `members` (host names); connecting gives up after
+    /// `connect_timeout`.
+    pub fn new(members: &[String], connect_timeout: Duration) -> Result<Self> {
+        let connector = etcd_api::connector(TurmoilNet);
+        let channels = members
+            .iter()
+            .map(|member| {
+                let endpoint = Endpoint::from_shared(format!("http://{member}:{CLIENT_PORT}"))
+                    .with_context(|| format!("endpoint of member {member}"))?
+                    .connect_timeout(connect_timeout)
+                    // A crashed member sends no FIN: pings find out, as kube-apiserver's
+                    // keepalive does, and fail the calls it will never answer.
+                    .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                    .keep_alive_while_idle(true);
+                Ok(connector(endpoint))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { channels })
+    }
+
+    pub fn members(&self) -> usize {
+        self.channels.len()
+    }
+
+    fn kv(&self, member: usize) -> KvClient<Channel> {
+        KvClient::new(self.channels[member % self.channels.len()].clone())
+    }
+
+    /// Sends `request` to `member`.
+    pub async fn execute(&self, member: usize, request: &Request) -> Result<Response, String> {
+        let mut kv = self.kv(member);
+        let status = |status: tonic::Status| format!("{:?}: {}", status.code(), status.message());
+        match request {
+            Request::Put { key, value } => {
+                let response = kv
+                    .put(PutRequest {
+                        key: key.clone().into_bytes(),
+                        value: value.clone().into_bytes(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                Ok(Response::Put {
+                    revision: header_revision(response.header.as_ref()),
+                })
+            }
+            Request::Get { key, serializable } => {
+                let response = kv
+                    .range(RangeRequest {
+                        key: key.clone().into_bytes(),
+                        serializable: *serializable,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                Ok(Response::Get {
+                    revision: header_revision(response.header.as_ref()),
+                    found: observed(&response),
+                })
+            }
+            Request::Delete { key } => {
+                let response = kv
+                    .delete_range(DeleteRangeRequest {
+                        key: key.clone().into_bytes(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                Ok(Response::Delete {
+                    revision: header_revision(response.header.as_ref()),
+                    deleted: response.deleted,
+                })
+            }
+            Request::CompareAndPut {
+                key,
+                expected,
+                value,
+            } => {
+                let key = key.clone().into_bytes();
+                let response = kv
+                    .txn(TxnRequest {
+                        compare: vec![Compare {
+                            result: CompareResult::Equal as i32,
+                            target: CompareTarget::Mod as i32,
+                            key: key.clone(),
+                            target_union: Some(TargetUnion::ModRevision(*expected)),
+                            ..Default::default()
+                        }],
+                        success: vec![RequestOp {
+                            request: Some(OpRequest::RequestPut(PutRequest {
+                                key: key.clone(),
+                                value: value.clone().into_bytes(),
+                                ..Default::default()
+                            })),
+                        }],
+                        failure: vec![RequestOp {
+                            request: Some(OpRequest::RequestRange(RangeRequest {
+                                key,
+                                ..Default::default()
+                            })),
+                        }],
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                let found = match response.responses.first().and_then(|r| r.response.as_ref()) {
+                    Some(OpResponse::ResponseRange(range)) if !response.succeeded => {
+                        observed(range)
+                    }
+                    _ => None,
+                };
+                Ok(Response::CompareAndPut {
+                    revision: header_revision(response.header.as_ref()),
+                    succeeded: response.succeeded,
+                    found,
+                })
+            }
+        }
+    }
+
+    /// Maintenance.HashKV of `member` at `revision` (0: its current revision).
+    pub async fn hash_kv(&self, member: usize, revision: i64) -> Result<HashKvResponse, String> {
+        let mut maintenance = MaintenanceClient::new(self.channels[member].clone());
+        match maintenance.hash_kv(HashKvRequest { revision }).await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
+        }
+    }
+}
+
+fn header_revision(header: Option<&etcd_api::pb::etcdserverpb::ResponseHeader>) -> i64 {
+    header.map_or(0, |h| h.revision)
+}
+
+fn observed(response: &RangeResponse) -> Option<Observed> {
+    response.kvs.first().map(|kv| Observed {
+        value: String::from_utf8_lossy(&kv.value).into_owned(),
+        mod_revision: kv.mod_revision,
+    })
+}

@@ -1,0 +1,180 @@
+//! The nemesis: faults chosen from the seed and applied to the simulation between steps.
+//!
+//! During the safety phase it applies one fault at a time for a random duration, with a random
+//! pause between faults: a symmetric partition (a random minority cut off from the rest),
+//! isolating the current leader, crashing a member (the leader or another) and restarting it
+//! later with its unsynced writes lost, or raising network latency. At `heal_at` it undoes
+//! whatever is active — every member runs, every link delivers, latency is back to normal —
+//! and applies nothing more.
+//!
+//! Partitions hold messages rather than drop them: turmoil's TCP does not retransmit, so a
+//! dropped segment would stall a connection forever, which real TCP (retransmitting until the
+//! network heals) never does. Held messages model exactly that retransmission.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::cluster::SimCluster;
+
+/// How a fault is undone.
+#[derive(Debug)]
+enum Undo {
+    Release { a: Vec<usize>, b: Vec<usize> },
+    Restart(usize),
+    Latency,
+}
+
+/// The faults of one simulation.
+pub struct Nemesis {
+    rng: StdRng,
+    start_at: Duration,
+    heal_at: Duration,
+    next_at: Duration,
+    active: Option<(Undo, Duration)>,
+    healed: bool,
+    base_latency: Duration,
+    /// Every host of the simulation, members and clients.
+    hosts: Vec<String>,
+    /// What was done and when, for the trace and for failure reports.
+    pub log: Vec<String>,
+}
+
+impl Nemesis {
+    pub fn new(
+        seed: u64,
+        start_at: Duration,
+        heal_at: Duration,
+        base_latency: Duration,
+        hosts: Vec<String>,
+    ) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(seed ^ 0x006e_656d_6573_6973),
+            start_at,
+            heal_at,
+            next_at: start_at,
+            active: None,
+            healed: false,
+            base_latency,
+            hosts,
+            log: Vec::new(),
+        }
+    }
+
+    /// Applies or undoes faults due at simulated time `now`.
+    pub fn tick(&mut self, now: Duration, sim: &mut turmoil::Sim<'_>, cluster: &SimCluster) {
+        if self.healed || now < self.start_at {
+            return;
+        }
+        if now >= self.heal_at {
+            if let Some((undo, _)) = self.active.take() {
+                self.undo(now, undo, sim, cluster);
+            }
+            self.log.push(format!("{}ms heal", now.as_millis()));
+            self.healed = true;
+            return;
+        }
+        match self.active.take() {
+            Some((undo, until)) if now >= until => {
+                self.undo(now, undo, sim, cluster);
+                let pause = self.rng.gen_range(200..2_000);
+                self.next_at = now + Duration::from_millis(pause);
+            }
+            Some(active) => self.active = Some(active),
+            None if now >= self.next_at => {
+                let undo = self.apply(now, sim, cluster);
+                // Under the peers' 5 s call deadline, so no peer call is cancelled (see
+                // `client` on why cancelled calls break replay).
+                let lasting = Duration::from_millis(self.rng.gen_range(500..4_000));
+                self.active = Some((undo, now + lasting));
+            }
+            None => {}
+        }
+    }
+
+    fn apply(&mut self, now: Duration, sim: &mut turmoil::Sim<'_>, cluster: &SimCluster) -> Undo {
+        let size = cluster.size();
+        let members: Vec<usize> = (0..size).collect();
+        let at = now.as_millis();
+        match self.rng.gen_range(0..5) {
+            0 => {
+                let minority = self.rng.gen_range(1..=(size - 1) / 2);
+                let mut shuffled = members.clone();
+                shuffled.shuffle(&mut self.rng);
+                let (a, b) = shuffled.split_at(minority);
+                self.log.push(format!("{at}ms partition {a:?} | {b:?}"));
+                self.hold(sim, cluster, a, b);
+                Undo::Release {
+                    a: a.to_vec(),
+                    b: b.to_vec(),
+                }
+            }
+            1 => {
+                let leader = cluster
+                    .leader()
+                    .unwrap_or_else(|| self.rng.gen_range(0..size));
+                let others: Vec<usize> = members.into_iter().filter(|m| *m != leader).collect();
+                self.log.push(format!("{at}ms isolate leader {leader}"));
+                self.hold(sim, cluster, &[leader], &others);
+                Undo::Release {
+                    a: vec![leader],
+                    b: others,
+                }
+            }
+            2 | 3 => {
+                let victim = match cluster.leader() {
+                    Some(leader) if self.rng.gen_bool(0.5) => leader,
+                    _ => self.rng.gen_range(0..size),
+                };
+                self.log.push(format!("{at}ms crash {victim}"));
+                cluster.crash(sim, victim, &self.hosts);
+                Undo::Restart(victim)
+            }
+            _ => {
+                let latency = Duration::from_millis(self.rng.gen_range(50..400));
+                self.log
+                    .push(format!("{at}ms latency up to {}ms", latency.as_millis()));
+                sim.set_max_message_latency(latency);
+                Undo::Latency
+            }
+        }
+    }
+
+    fn hold(&self, sim: &turmoil::Sim<'_>, cluster: &SimCluster, a: &[usize], b: &[usize]) {
+        for x in a {
+            for y in b {
+                sim.hold(cluster.names[*x].as_str(), cluster.names[*y].as_str());
+            }
+        }
+    }
+
+    fn undo(
+        &mut self,
+        now: Duration,
+        undo: Undo,
+        sim: &mut turmoil::Sim<'_>,
+        cluster: &SimCluster,
+    ) {
+        let at = now.as_millis();
+        match undo {
+            Undo::Release { a, b } => {
+                for x in &a {
+                    for y in &b {
+                        sim.release(cluster.names[*x].as_str(), cluster.names[*y].as_str());
+                    }
+                }
+                self.log.push(format!("{at}ms release"));
+            }
+            Undo::Restart(member) => {
+                cluster.restart(sim, member);
+                self.log.push(format!("{at}ms restart {member}"));
+            }
+            Undo::Latency => {
+                sim.set_max_message_latency(self.base_latency);
+                self.log.push(format!("{at}ms latency back"));
+            }
+        }
+    }
+}
