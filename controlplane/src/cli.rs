@@ -30,6 +30,10 @@ pub enum Command {
 /// `k3rs server`: the flags k3s users know.
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
+    /// Load configuration from FILE, then FILE.d/*.yaml [default: /etc/rancher/k3rs/config.yaml].
+    #[arg(long, short = 'c', env = "K3RS_CONFIG_FILE", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Start a new cluster with this server as its first member (ignored when data exists).
     #[arg(long, env = "K3RS_CLUSTER_INIT")]
     pub cluster_init: bool,
@@ -68,20 +72,25 @@ pub struct ServerArgs {
 
     /// Additional host names or IPv4/IPv6 addresses as subject alternative names on the
     /// server's certificates (repeatable, or comma-separated).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "K3RS_TLS_SAN", value_delimiter = ',')]
     pub tls_san: Vec<String>,
 
     /// HTTPS listen port of the supervisor.
-    #[arg(long, default_value_t = 6443)]
+    #[arg(long, env = "K3RS_HTTPS_LISTEN_PORT", default_value_t = 6443)]
     pub https_listen_port: u16,
 
     /// etcd client port.
-    #[arg(long, default_value_t = 2379)]
+    #[arg(long, env = "K3RS_ETCD_CLIENT_PORT", default_value_t = 2379)]
     pub etcd_client_port: u16,
 
     /// etcd peer port.
-    #[arg(long, default_value_t = 2380)]
+    #[arg(long, env = "K3RS_ETCD_PEER_PORT", default_value_t = 2380)]
     pub etcd_peer_port: u16,
+
+    /// Pass an etcd flag to the embedded store, as NAME=VALUE (repeatable; for instance
+    /// heartbeat-interval=500).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub etcd_arg: Vec<String>,
 
     #[command(flatten)]
     pub tuning: EtcdTuning,

@@ -36,7 +36,12 @@ pub struct ResetArgs {
     pub cluster_reset: bool,
 
     /// With --cluster-reset: restore this snapshot file instead of keeping the data.
-    #[arg(long, value_name = "PATH", requires = "cluster_reset")]
+    #[arg(
+        long,
+        env = "K3RS_CLUSTER_RESET_RESTORE_PATH",
+        value_name = "PATH",
+        requires = "cluster_reset"
+    )]
     pub cluster_reset_restore_path: Option<PathBuf>,
 }
 

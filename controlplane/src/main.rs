@@ -6,6 +6,8 @@
 
 mod cli;
 mod cluster_reset;
+mod config_file;
+mod etcd_arg;
 mod etcd_flags;
 mod go_duration;
 mod join;
@@ -17,7 +19,7 @@ mod supervisor;
 mod token;
 mod urls;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -28,8 +30,15 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new("info,raft_rs=warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = cli::Cli::parse();
+    let cli = match parse_command_line() {
+        Ok(cli) => cli,
+        Err(err) => {
+            eprintln!("k3rs: {err:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         cli::Command::Server(args) if args.reset.requested() => {
             cluster_reset::run_server(args).await
@@ -47,4 +56,20 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The command line with the configuration files and `--etcd-arg`s expanded; clap's own
+/// errors (and `--help`) exit here as they would with `Cli::parse`.
+fn parse_command_line() -> anyhow::Result<cli::Cli> {
+    let command = cli::Cli::command();
+    let expanded = config_file::expand(std::env::args_os().collect(), &command)?;
+    let mut warnings = expanded.warnings;
+    let args = etcd_arg::expand(expanded.args, &mut warnings)?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    let matches = command
+        .try_get_matches_from(args)
+        .unwrap_or_else(|err| err.exit());
+    Ok(cli::Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit()))
 }
