@@ -61,13 +61,7 @@ impl SupervisorClient {
                  full token (K10...) from server/token on an existing server"
             );
         }
-        let insecure = Self {
-            url: url.to_string(),
-            host: host.clone(),
-            port,
-            token: token.clone(),
-            tls: Arc::new(insecure_client_config()?),
-        };
+        let insecure = Self::unverified(url, host, port, token.clone())?;
         let ca_bundle = insecure.get("/cacerts", false).await?;
         token.check_ca(&ca_bundle, url)?;
         let tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
@@ -80,6 +74,29 @@ impl SupervisorClient {
             ..insecure
         };
         Ok((client, ca_bundle.to_vec()))
+    }
+
+    /// The CA bundle `url` serves on `/cacerts`, fetched without verifying the server (it is
+    /// only compared with a hash or a CA this server already has).
+    pub async fn fetch_cluster_ca(url: &str) -> Result<Bytes> {
+        let (host, port) = parse_https_url(url)?;
+        let no_credentials = Token {
+            ca_hash: None,
+            user: crate::token::SERVER_USER.to_string(),
+            secret: String::new(),
+        };
+        let unverified = Self::unverified(url, host, port, no_credentials)?;
+        unverified.get("/cacerts", false).await
+    }
+
+    fn unverified(url: &str, host: String, port: u16, token: Token) -> Result<Self> {
+        Ok(Self {
+            url: url.to_string(),
+            host,
+            port,
+            token,
+            tls: Arc::new(insecure_client_config()?),
+        })
     }
 
     /// The cluster's CAs and critical settings.

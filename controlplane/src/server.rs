@@ -97,6 +97,7 @@ pub async fn prepare(args: &ServerArgs, now: OffsetDateTime) -> Result<ServerPla
             Some(client)
         }
         (Some(url), true) => {
+            check_same_cluster(url, &tls_dir, &etcd_dir).await?;
             tracing::info!(server = %url, "this server has data: restarting as a member, not joining");
             None
         }
@@ -276,6 +277,30 @@ fn given_token(args: &ServerArgs) -> Result<Option<Token>> {
         (Some(text), None) => Token::parse(&text).map(Some).context("reading --token"),
         (None, Some(path)) => token::read_token_file(path).map(Some),
         (None, None) => Ok(None),
+    }
+}
+
+/// Refuses to start when `--server` names a server of another cluster than the one this data
+/// dir holds (its `/cacerts` differs from our cluster CA). An unreachable `--server` is only
+/// logged: after a power cut the servers restart in any order.
+async fn check_same_cluster(url: &str, tls_dir: &TlsDir, etcd_dir: &Path) -> Result<()> {
+    let ours = tls_dir.cluster_ca_pem()?;
+    match SupervisorClient::fetch_cluster_ca(url).await {
+        Ok(theirs) if token::ca_hash(&theirs) == token::ca_hash(&ours) => Ok(()),
+        Ok(_) => bail!(
+            "--server {url} belongs to another cluster: its CA differs from this server's \
+             ({}), whose data dir holds a cluster already. Fix --server, or remove {} to \
+             leave this cluster and join {url}'s",
+            tls_dir.stem("server-ca").with_extension("crt").display(),
+            etcd_dir.display()
+        ),
+        Err(error) => {
+            tracing::warn!(
+                server = %url,
+                "could not check that --server is of this server's cluster: {error:#}"
+            );
+            Ok(())
+        }
     }
 }
 

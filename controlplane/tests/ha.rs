@@ -180,6 +180,30 @@ async fn a_wrong_token_or_setting_is_refused_and_nothing_changes() {
             members(&first)
         );
     }
+
+    // A server whose data dir holds another cluster, pointed at this one with its token,
+    // refuses to start and keeps its own data.
+    let mut other = K3rsServer::new("127.0.0.3", "other", ports);
+    other.start(&["--cluster-init"]);
+    other.wait_healthy(READY).await;
+    other.etcdctl_ok(&["put", "mine", "kept"]);
+    other.kill9();
+    other.start(&["--server", url.as_str(), "--token", real]);
+    let status = other.wait_exit(READY).await;
+    assert!(
+        !status.success(),
+        "a server of another cluster must not start"
+    );
+    let log = other.logs();
+    assert!(
+        log.contains(&format!("--server {url} belongs to another cluster")),
+        "{log}"
+    );
+    assert_eq!(members(&first).len(), 1, "{:?}", members(&first));
+    other.start(&["--cluster-init"]);
+    other.wait_healthy(READY).await;
+    let kept = other.etcdctl_ok(&["get", "mine", "--print-value-only"]);
+    assert_eq!(kept.trim(), "kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

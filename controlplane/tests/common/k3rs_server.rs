@@ -125,6 +125,7 @@ impl K3rsServer {
             .args(&self.args)
             .env_remove("K3S_TOKEN")
             .env_remove("K3RS_TOKEN")
+            .env_remove("K3RS_CONFIG_FILE")
             .env("RUST_LOG", "info,raft_rs=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cloning the log handle"))
