@@ -53,7 +53,16 @@ impl ResetArgs {
 
 /// `k3rs server --cluster-reset ...`: prepares the server as a normal start would
 /// (certificates, token, member name), then resets or restores and returns without serving.
+/// A restore onto a data dir without certificates first takes the cluster's CAs back from
+/// the snapshot's bootstrap data (sealed with the token).
 pub async fn run_server(args: crate::cli::ServerArgs) -> Result<()> {
+    if let Some(path) = &args.reset.cluster_reset_restore_path {
+        let tls_dir = crate::server_tls::TlsDir::under(&args.data_dir().join("server"));
+        if !tls_dir.has_cluster_cas() {
+            let token = crate::server::given_token(&args)?;
+            crate::bootstrap_store::recover_from_snapshot(path, token.as_ref(), &tls_dir)?;
+        }
+    }
     let plan = crate::server::prepare(&args, time::OffsetDateTime::now_utc()).await?;
     run(args.reset.clone(), plan.settings).await
 }

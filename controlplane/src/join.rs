@@ -173,6 +173,12 @@ pub fn adopt_bootstrap_data(
     tls_dir: &TlsDir,
 ) -> Result<()> {
     data.critical.check_matches(ours)?;
+    write_cas(data, tls_dir)
+}
+
+/// Writes the CAs of `data` under `tls_dir`, after checking that every one is there and
+/// parses (nothing is written otherwise).
+pub fn write_cas(data: &BootstrapData, tls_dir: &TlsDir) -> Result<()> {
     let mut pairs = Vec::new();
     for (stem, _) in CLUSTER_CAS {
         let pair = data

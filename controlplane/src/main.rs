@@ -4,6 +4,8 @@
 //! Subcommands: `server` (k3s-style server with the embedded store) and `etcd` (a standalone,
 //! drop-in etcd taking etcd's own flags).
 
+mod bootstrap_seal;
+mod bootstrap_store;
 mod cli;
 mod cluster_reset;
 mod config_file;

@@ -20,6 +20,7 @@ use rand::RngCore;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use crate::bootstrap_store;
 use crate::cli::ServerArgs;
 use crate::join::{self, SupervisorClient};
 use crate::member::{create_private_dir, MemberSettings, MemberTls};
@@ -50,6 +51,13 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         critical: plan.critical.clone(),
         member: serving_rx.clone(),
     });
+    let bootstrap_data = supervisor.bootstrap_data()?;
+    let keeper = tokio::spawn(bootstrap_store::keep_in_store(
+        serving_rx.clone(),
+        stop_rx.clone(),
+        plan.token.clone(),
+        bootstrap_data,
+    ));
     let supervisor_tasks = supervisor::serve(
         supervisor,
         &plan.supervisor_addrs,
@@ -64,6 +72,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         let _ = task.await;
     }
     let _ = promoter.await;
+    let _ = keeper.await;
     outcome
 }
 
@@ -266,7 +275,7 @@ fn default_node_ip() -> IpAddr {
 }
 
 /// The token from `--token`, `K3S_TOKEN` or `--token-file`, if any.
-fn given_token(args: &ServerArgs) -> Result<Option<Token>> {
+pub(crate) fn given_token(args: &ServerArgs) -> Result<Option<Token>> {
     let text = args
         .token
         .clone()

@@ -92,6 +92,13 @@ impl TlsDir {
         std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
     }
 
+    /// Whether every cluster CA exists already (this server made or received them).
+    pub fn has_cluster_cas(&self) -> bool {
+        CLUSTER_CAS
+            .iter()
+            .all(|(stem, _)| self.stem(stem).with_extension("key").exists())
+    }
+
     /// Makes the CAs that are missing and (re)issues the leaf certificates that need it, then
     /// builds the rustls configurations.
     pub fn prepare(&self, names: &ServerNames, now: OffsetDateTime) -> Result<ServerTls> {

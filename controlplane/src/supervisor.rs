@@ -124,7 +124,8 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    fn bootstrap_data(&self) -> Result<BootstrapData> {
+    /// The CAs (read from `server/tls`) and critical settings a joining server needs.
+    pub fn bootstrap_data(&self) -> Result<BootstrapData> {
         let mut cas = BTreeMap::new();
         for (stem, _) in CLUSTER_CAS {
             let CertAndKey { cert_pem, key_pem } = read_pair(&self.tls_dir.stem(stem))?;

@@ -147,6 +147,7 @@ async fn start_healthy(server: &mut K3rsServer) {
 async fn etcdctl_snapshot_save_then_restore_gives_back_every_key_revision_and_lease() {
     let mut source = K3rsServer::new("127.0.0.1", "source", Ports::pick());
     start_healthy(&mut source).await;
+    await_bootstrap_record(&source).await;
     let lease = write_history(&source);
     let (saved_keys, saved_revision) = everything(&source);
 
@@ -164,10 +165,19 @@ async fn etcdctl_snapshot_save_then_restore_gives_back_every_key_revision_and_le
     source.etcdctl_ok(&["put", "/registry/after", "x"]);
     source.kill9();
 
+    // Restored on a new machine with the old cluster's token, as k3s documents it: the store
+    // holds exactly the snapshot (its sealed bootstrap data included, so nothing is added).
+    let token = std::fs::read_to_string(source.token_file()).expect("token file");
     let mut restored = K3rsServer::new("127.0.0.1", "restored", Ports::pick());
     let (ok, output) = run_to_exit(
         &mut restored,
-        &["--cluster-reset", "--cluster-reset-restore-path", &file_arg],
+        &[
+            "--cluster-reset",
+            "--cluster-reset-restore-path",
+            &file_arg,
+            "--token",
+            token.trim(),
+        ],
     )
     .await;
     assert!(ok, "restore failed: {output}");
@@ -314,6 +324,28 @@ async fn cluster_reset_on_the_survivor_of_a_lost_quorum_serves_alone_and_stays_s
             .expect("put");
     }
     drop(client);
+    // The survivor is member 0; it must hold every write before the others are lost (a
+    // follower that lagged would lose what only the lost members had, as raft allows).
+    let mut survivor = cluster.client(0).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let local = survivor
+            .get(
+                "k19",
+                Some(etcd_client::GetOptions::new().with_serializable()),
+            )
+            .await
+            .expect("serializable get");
+        if !local.kvs().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member 0 never applied the last put"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    drop(survivor);
     for member in &mut cluster.members {
         member.kill9();
     }
@@ -339,4 +371,86 @@ async fn cluster_reset_on_the_survivor_of_a_lost_quorum_serves_alone_and_stays_s
         server.etcdctl_ok(&["put", &format!("after-reset-{start}"), "ok"]);
         server.kill9();
     }
+}
+
+/// Polls until the server has written its sealed bootstrap data into the store.
+async fn await_bootstrap_record(server: &K3rsServer) {
+    let deadline = tokio::time::Instant::now() + HEALTHY_TIMEOUT;
+    loop {
+        let keys = server.etcdctl_ok(&["get", "/bootstrap/", "--prefix", "--keys-only"]);
+        if !keys.trim().is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no /bootstrap/ record appeared in the store"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_restore_onto_a_new_machine_with_the_token_keeps_the_cluster_certificates() {
+    let mut source = K3rsServer::new("127.0.0.1", "source", Ports::pick());
+    source.start(&["--cluster-init", "--token", "restore-secret"]);
+    source.wait_healthy(HEALTHY_TIMEOUT).await;
+    source.etcdctl_ok(&["put", "/registry/kept", "yes"]);
+    await_bootstrap_record(&source).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("saved.db");
+    let file_arg = file.to_str().expect("utf-8 path").to_string();
+    source.etcdctl_ok(&["snapshot", "save", &file_arg]);
+    source.kill9();
+
+    // Another token cannot open the sealed CAs: refused, nothing written.
+    let mut wrong = K3rsServer::new("127.0.0.1", "wrong", Ports::pick());
+    let (ok, output) = run_to_exit(
+        &mut wrong,
+        &[
+            "--cluster-reset",
+            "--cluster-reset-restore-path",
+            &file_arg,
+            "--token",
+            "another-secret",
+        ],
+    )
+    .await;
+    assert!(!ok, "a restore with another token must fail: {output}");
+    assert!(output.contains("sealed with another token"), "{output}");
+    assert!(!wrong.tls_file("server-ca.crt").exists());
+    assert!(!db_dir(&wrong).join("etcd").exists());
+
+    let mut restored = K3rsServer::new("127.0.0.1", "restored", Ports::pick());
+    let (ok, output) = run_to_exit(
+        &mut restored,
+        &[
+            "--cluster-reset",
+            "--cluster-reset-restore-path",
+            &file_arg,
+            "--token",
+            "restore-secret",
+        ],
+    )
+    .await;
+    assert!(ok, "restore failed: {output}");
+    assert!(
+        output.contains("recovered the cluster's certificate authorities"),
+        "{output}"
+    );
+    for ca in ["server-ca.crt", "etcd/server-ca.crt", "etcd/peer-ca.crt"] {
+        assert_eq!(
+            std::fs::read(restored.tls_file(ca)).expect("restored CA"),
+            std::fs::read(source.tls_file(ca)).expect("source CA"),
+            "{ca} comes back from the snapshot"
+        );
+    }
+    start_healthy(&mut restored).await;
+    // A client holding the old cluster's certificate is served by the restored cluster.
+    let old_client = etcdctl_with(
+        &restored.client_url(),
+        Some(&source),
+        &["get", "/registry/kept", "--print-value-only"],
+    );
+    assert!(old_client.status.success(), "{old_client:?}");
+    assert_eq!(String::from_utf8_lossy(&old_client.stdout).trim(), "yes");
 }

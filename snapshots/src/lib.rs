@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod format;
+pub mod lookup;
 pub mod reader;
 pub mod restore;
 pub mod save;
@@ -20,6 +21,7 @@ pub mod writer;
 
 pub use error::SnapshotError;
 pub use format::SnapshotHeader;
+pub use lookup::values_with_prefix;
 pub use reader::{verify, SnapshotReader, Verified};
 pub use restore::{import, import_file, verify_file, Restored};
 pub use save::{encoded_len, header_of, write_view};

@@ -288,3 +288,26 @@ fn frames_stay_bounded_however_many_rows() {
     let verified = verify(bytes.as_slice()).expect("verify");
     assert_eq!(verified.end.kv_rows, rows);
 }
+
+#[test]
+fn live_keys_are_read_at_the_snapshot_revision_and_a_damaged_file_gives_no_answer() {
+    let (source, _store) = source_store();
+    let bytes = snapshot_bytes(source.as_ref());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("snap");
+    std::fs::write(&path, &bytes).expect("write");
+    let live = |prefix: &[u8]| crate::values_with_prefix(&path, prefix).expect("reads");
+    let all = live(b"");
+    let keys: Vec<&[u8]> = all.keys().map(Vec::as_slice).collect();
+    assert_eq!(keys, [b"a".as_slice(), b"b", b"d"], "c was deleted");
+    assert_eq!(all[b"b".as_slice()], b"3", "the last of two puts");
+    assert_eq!(live(b"b").len(), 1);
+    assert!(live(b"zz").is_empty(), "never written");
+
+    let mut damaged = bytes.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    std::fs::write(&path, &damaged).expect("write");
+    let err = crate::values_with_prefix(&path, b"b").expect_err("damaged");
+    assert!(err.is_bad_snapshot(), "{err}");
+}
