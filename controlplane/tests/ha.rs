@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::k3rs_server::{etcdctl_with, K3rsServer, Ports};
+use common::k3rs_server::{etcdctl_tls, etcdctl_with, K3rsServer, Ports};
 
 /// Start-up, join and catch-up bound for one server.
 const READY: Duration = Duration::from_secs(90);
@@ -204,6 +204,16 @@ async fn a_wrong_token_or_setting_is_refused_and_nothing_changes() {
     other.wait_healthy(READY).await;
     let kept = other.etcdctl_ok(&["get", "mine", "--print-value-only"]);
     assert_eq!(kept.trim(), "kept");
+
+    // The client port demands a client certificate of its own cluster: trusting the right CA
+    // is not enough, and another cluster's client certificate is refused.
+    let endpoint = first.client_url();
+    let no_certificate = etcdctl_tls(&endpoint, Some(&first), None, &["get", "mine"]);
+    assert!(!no_certificate.status.success(), "{no_certificate:?}");
+    let foreign = etcdctl_tls(&endpoint, Some(&first), Some(&other), &["get", "mine"]);
+    assert!(!foreign.status.success(), "{foreign:?}");
+    let own = etcdctl_tls(&endpoint, Some(&first), Some(&first), &["get", "mine"]);
+    assert!(own.status.success(), "{own:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -223,6 +223,17 @@ impl Drop for K3rsServer {
 
 /// etcdctl 3.4 against `endpoint`, with `certs_of`'s client certificate when given.
 pub fn etcdctl_with(endpoint: &str, certs_of: Option<&K3rsServer>, args: &[&str]) -> Output {
+    etcdctl_tls(endpoint, certs_of, certs_of, args)
+}
+
+/// etcdctl 3.4 against `endpoint`, trusting `ca_of`'s etcd server CA and presenting
+/// `client_of`'s client certificate, each when given.
+pub fn etcdctl_tls(
+    endpoint: &str,
+    ca_of: Option<&K3rsServer>,
+    client_of: Option<&K3rsServer>,
+    args: &[&str],
+) -> Output {
     let mut command = Command::new("etcdctl");
     command.env("ETCDCTL_API", "3").args([
         "--endpoints",
@@ -230,12 +241,14 @@ pub fn etcdctl_with(endpoint: &str, certs_of: Option<&K3rsServer>, args: &[&str]
         "--command-timeout=10s",
         "--dial-timeout=3s",
     ]);
-    if let Some(server) = certs_of {
+    if let Some(server) = ca_of {
+        command.arg(format!(
+            "--cacert={}",
+            server.tls_file("etcd/server-ca.crt").display()
+        ));
+    }
+    if let Some(server) = client_of {
         command
-            .arg(format!(
-                "--cacert={}",
-                server.tls_file("etcd/server-ca.crt").display()
-            ))
             .arg(format!(
                 "--cert={}",
                 server.tls_file("etcd/client.crt").display()
