@@ -92,6 +92,20 @@ pub struct ServerArgs {
     #[arg(long, value_name = "NAME=VALUE")]
     pub etcd_arg: Vec<String>,
 
+    /// Expose etcd metrics and health (port 2381) on the node IP too, not only on loopback
+    /// (or the bind address).
+    #[arg(long, env = "K3RS_ETCD_EXPOSE_METRICS")]
+    pub etcd_expose_metrics: bool,
+
+    /// Port of the plain-HTTP etcd metrics and health listener (tests run several servers).
+    #[arg(
+        long,
+        env = "K3RS_ETCD_METRICS_PORT",
+        default_value_t = crate::metrics_server::DEFAULT_METRICS_PORT,
+        hide = true
+    )]
+    pub etcd_metrics_port: u16,
+
     #[command(flatten)]
     pub tuning: EtcdTuning,
 

@@ -63,6 +63,10 @@ pub struct EtcdArgs {
     )]
     pub initial_cluster_token: String,
 
+    /// Additional plain-HTTP URLs to serve /metrics and /health on (e.g. http://127.0.0.1:2381).
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS")]
+    pub listen_metrics_urls: Option<String>,
+
     /// `new` or `existing` (joining an existing cluster arrives with replication).
     #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
     pub initial_cluster_state: String,
@@ -166,6 +170,9 @@ impl EtcdArgs {
         )?;
         settings.set_listen_client_urls(&listen_client)?;
         settings.set_listen_peer_urls(&split_list(&self.listen_peer_urls))?;
+        if let Some(urls) = &self.listen_metrics_urls {
+            settings.set_listen_metrics_urls(&split_list(urls))?;
+        }
         settings.join_existing = join_existing;
         settings.advertise_peer_urls = peer_urls.clone();
         settings.node.initial_cluster = initial_cluster;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use etcd_api::Net as _;
 
+use crate::metrics_server::MetricsSource;
 use crate::urls::listen_addr;
 
 /// Everything needed to run a member, whichever command line it came from.
@@ -37,6 +38,9 @@ pub struct MemberSettings {
     pub always_listen_peer: bool,
     /// TLS on the client and peer ports (`k3rs server`); plaintext when absent.
     pub tls: Option<MemberTls>,
+    /// Where plain-HTTP metrics and health are served (etcd's `--listen-metrics-urls`, k3s's
+    /// port 2381); nowhere when empty.
+    pub listen_metrics: Vec<SocketAddr>,
 }
 
 /// The TLS configurations of a member's ports and of its channels to peers.
@@ -96,11 +100,26 @@ impl MemberSettings {
             advertise_peer_urls: vec![peer_url],
             always_listen_peer: false,
             tls: None,
+            listen_metrics: Vec::new(),
         }
     }
 
     pub fn set_listen_peer_urls(&mut self, urls: &[String]) -> Result<()> {
         self.listen_peer = urls.iter().map(|u| listen_addr(u)).collect::<Result<_>>()?;
+        Ok(())
+    }
+
+    /// Serves metrics at `urls` (plain `http://` only, as this listener has no TLS).
+    pub fn set_listen_metrics_urls(&mut self, urls: &[String]) -> Result<()> {
+        self.listen_metrics = urls
+            .iter()
+            .map(|url| {
+                if !url.starts_with("http://") {
+                    bail!("--listen-metrics-urls {url}: only http:// URLs are supported");
+                }
+                listen_addr(url)
+            })
+            .collect::<Result<_>>()?;
         Ok(())
     }
 
@@ -168,6 +187,18 @@ pub async fn run(
         .context("connecting to the other members")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let grpc_metrics = Arc::new(etcd_api::GrpcMetrics::default());
+    let (serving_tx, serving_rx) = watch::channel(false);
+    let metrics_tasks = crate::metrics_server::serve(
+        MetricsSource {
+            handle: running.handle.clone(),
+            grpc: grpc_metrics.clone(),
+            serving: serving_rx,
+        },
+        &settings.listen_metrics,
+        stop_rx.clone(),
+    )
+    .await?;
     let mut servers = Vec::new();
     // Peers must reach this member before it can catch up, so the peer port opens first.
     if members.len() > 1 || settings.always_listen_peer {
@@ -216,18 +247,20 @@ pub async fn run(
         let shutdown = stopped(stop_rx.clone());
         let handle = running.handle.clone();
         let connector = connector.clone();
+        let metrics = grpc_metrics.clone();
         let tls = settings.tls.as_ref().map(|tls| tls.client_port.clone());
         servers.push(tokio::spawn(async move {
             match tls {
                 Some(tls) => {
                     let incoming = etcd_api::tls::accept_tls(incoming, tls);
-                    etcd_api::serve(handle, connector, incoming, shutdown).await
+                    etcd_api::serve(handle, connector, metrics, incoming, shutdown).await
                 }
-                None => etcd_api::serve(handle, connector, incoming, shutdown).await,
+                None => etcd_api::serve(handle, connector, metrics, incoming, shutdown).await,
             }
         }));
         tracing::info!(%addr, "ready to serve client requests");
     }
+    serving_tx.send_replace(true);
     if let Some(serving) = serving {
         serving.send_replace(Some(running.handle.clone()));
     }
@@ -253,6 +286,9 @@ pub async fn run(
             Ok(Err(err)) => tracing::warn!(error = %err, "client listener ended with an error"),
             Err(err) => tracing::warn!(error = %err, "client listener task failed"),
         }
+    }
+    for task in metrics_tasks {
+        let _ = task.await;
     }
     if !driver.is_finished() {
         match driver.await {

@@ -143,6 +143,10 @@ pub async fn prepare(args: &ServerArgs, now: OffsetDateTime) -> Result<ServerPla
         on_ports(args.etcd_peer_port),
     );
     settings.always_listen_peer = true;
+    settings.listen_metrics = metrics_ips(args.bind_address, node_ip, args.etcd_expose_metrics)
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, args.etcd_metrics_port))
+        .collect();
     settings.tls = Some(MemberTls {
         client_port: tls.etcd_client_port.clone(),
         peer_port: tls.etcd_peer_port.clone(),
@@ -264,6 +268,17 @@ fn listen_ips(bind: Option<IpAddr>, node_ip: IpAddr) -> Vec<IpAddr> {
     }
 }
 
+/// Where etcd metrics are served, as k3s serves them: loopback (or the bind address when
+/// given), plus the node IP with `--etcd-expose-metrics`.
+fn metrics_ips(bind: Option<IpAddr>, node_ip: IpAddr, expose: bool) -> Vec<IpAddr> {
+    let local = bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut ips = vec![local];
+    if expose && node_ip != local {
+        ips.push(node_ip);
+    }
+    ips
+}
+
 /// The source address of the default route (no packet is sent), else 127.0.0.1.
 fn default_node_ip() -> IpAddr {
     let probe = || -> std::io::Result<IpAddr> {
@@ -365,4 +380,26 @@ fn member_name(db_dir: &Path, node_name: &str) -> Result<String> {
     let name = format!("{node_name}-{:08x}", u32::from_be_bytes(suffix));
     write_file(&path, format!("{name}\n").as_bytes(), 0o600)?;
     Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODE: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5));
+    const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn metrics_are_on_loopback_unless_exposed() {
+        assert_eq!(metrics_ips(None, NODE, false), vec![LOOPBACK]);
+        assert_eq!(metrics_ips(None, NODE, true), vec![LOOPBACK, NODE]);
+    }
+
+    #[test]
+    fn metrics_follow_the_bind_address() {
+        let bind = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        assert_eq!(metrics_ips(Some(bind), NODE, false), vec![bind]);
+        assert_eq!(metrics_ips(Some(bind), bind, true), vec![bind]);
+        assert_eq!(metrics_ips(Some(bind), NODE, true), vec![bind, NODE]);
+    }
 }

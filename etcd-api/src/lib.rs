@@ -10,6 +10,7 @@
 mod authority;
 mod cluster;
 mod error;
+pub mod grpc_metrics;
 mod header;
 mod health;
 mod kv;
@@ -25,6 +26,7 @@ pub mod tls;
 mod watch;
 
 pub use error::status_from;
+pub use grpc_metrics::GrpcMetrics;
 pub use maintenance::{DB_SIZE_QUOTA_BYTES, SERVER_VERSION, STORAGE_VERSION};
 pub use net::{connector, Connector, Net, TokioIncoming, TokioNet};
 pub use peer::GrpcTransport;

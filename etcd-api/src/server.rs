@@ -11,6 +11,7 @@
 
 use std::error::Error as StdError;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, TryStreamExt};
@@ -21,6 +22,7 @@ use tonic::transport::Server;
 
 use crate::authority::AuthorityRepair;
 use crate::cluster::ClusterService;
+use crate::grpc_metrics::{GrpcCounted, GrpcMetrics};
 use crate::health::serving_health_service;
 use crate::kv::KvService;
 use crate::lease::LeaseService;
@@ -60,10 +62,12 @@ pub enum ServeError {
 
 /// Serves etcd's v3 API for `handle` on the connections of `incoming` until `shutdown`
 /// resolves; then stops accepting and waits for open connections to finish. Requests only the
-/// leader answers are forwarded to it over channels `connector` makes.
+/// leader answers are forwarded to it over channels `connector` makes. Every call is counted
+/// in `metrics`.
 pub async fn serve<I, IO, IE>(
     handle: NodeHandle,
     connector: Connector,
+    metrics: Arc<GrpcMetrics>,
     incoming: I,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError>
@@ -73,32 +77,47 @@ where
     IE: Into<Box<dyn StdError + Send + Sync>>,
 {
     let receive_limit_bytes = handle.config().max_request_bytes + GRPC_RECEIVE_OVERHEAD_BYTES;
-    let kv = ReceiveLimitStatus::new(
-        KvServer::new(KvService::new(handle.clone()))
-            .max_decoding_message_size(receive_limit_bytes)
-            .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+    let kv = GrpcCounted::new(
+        ReceiveLimitStatus::new(
+            KvServer::new(KvService::new(handle.clone()))
+                .max_decoding_message_size(receive_limit_bytes)
+                .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+        ),
+        metrics.clone(),
     );
-    let watch = ReceiveLimitStatus::new(
-        WatchServer::new(WatchService::new(handle.clone()))
-            .max_decoding_message_size(receive_limit_bytes)
-            .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+    let watch = GrpcCounted::new(
+        ReceiveLimitStatus::new(
+            WatchServer::new(WatchService::new(handle.clone()))
+                .max_decoding_message_size(receive_limit_bytes)
+                .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+        ),
+        metrics.clone(),
     );
-    let lease = ReceiveLimitStatus::new(
-        LeaseServer::new(LeaseService::new(handle.clone(), connector.clone()))
-            .max_decoding_message_size(receive_limit_bytes)
-            .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+    let lease = GrpcCounted::new(
+        ReceiveLimitStatus::new(
+            LeaseServer::new(LeaseService::new(handle.clone(), connector.clone()))
+                .max_decoding_message_size(receive_limit_bytes)
+                .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+        ),
+        metrics.clone(),
     );
-    let maintenance = ReceiveLimitStatus::new(
-        MaintenanceServer::new(MaintenanceService::new(handle.clone()))
-            .max_decoding_message_size(receive_limit_bytes)
-            .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+    let maintenance = GrpcCounted::new(
+        ReceiveLimitStatus::new(
+            MaintenanceServer::new(MaintenanceService::new(handle.clone()))
+                .max_decoding_message_size(receive_limit_bytes)
+                .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+        ),
+        metrics.clone(),
     );
-    let cluster = ReceiveLimitStatus::new(
-        ClusterServer::new(ClusterService::new(handle, connector))
-            .max_decoding_message_size(receive_limit_bytes)
-            .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+    let cluster = GrpcCounted::new(
+        ReceiveLimitStatus::new(
+            ClusterServer::new(ClusterService::new(handle, connector))
+                .max_decoding_message_size(receive_limit_bytes)
+                .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+        ),
+        metrics.clone(),
     );
-    let health = serving_health_service().await;
+    let health = GrpcCounted::new(serving_health_service().await, metrics);
 
     Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))

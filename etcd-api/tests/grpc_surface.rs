@@ -49,9 +49,15 @@ impl ServedMember {
         let addr = incoming.local_addr().expect("bound address");
         let (stop_serving, stopped) = oneshot::channel::<()>();
         let connector = etcd_api::connector(etcd_api::TokioNet);
-        let server = tokio::spawn(serve(running.handle.clone(), connector, incoming, async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(serve(
+            running.handle.clone(),
+            connector,
+            Default::default(),
+            incoming,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let channel = Channel::from_shared(format!("http://{addr}"))
             .expect("valid endpoint uri")
             .connect()

@@ -15,6 +15,7 @@ pub mod identity;
 pub mod lease;
 pub mod member_reset;
 pub mod membership;
+pub mod metrics;
 pub mod mvcc;
 pub mod node;
 pub mod pb;

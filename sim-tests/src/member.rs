@@ -89,6 +89,7 @@ pub async fn run_member(config: NodeConfig, disk: MemberDisk) -> Result<()> {
         if let Err(err) = etcd_api::serve(
             client_handle,
             connector,
+            std::sync::Arc::default(),
             clients,
             futures::future::pending(),
         )

@@ -18,14 +18,22 @@ pub struct Ports {
     pub https: u16,
     pub client: u16,
     pub peer: u16,
+    /// The plain-HTTP metrics port; [`DEFAULT_METRICS_PORT`] leaves k3rs's default in place.
+    pub metrics: u16,
 }
 
+/// k3s's etcd metrics port, k3rs's default.
+pub const DEFAULT_METRICS_PORT: u16 = 2381;
+
 impl Ports {
+    /// Free ports for everything, metrics included, so that tests running in parallel on the
+    /// same address never collide.
     pub fn pick() -> Self {
         Self {
             https: free_port(),
             client: free_port(),
             peer: free_port(),
+            metrics: free_port(),
         }
     }
 }
@@ -77,6 +85,11 @@ impl K3rsServer {
         format!("https://{}:{}", self.ip, self.ports.client)
     }
 
+    /// `IP:PORT` of the plain-HTTP metrics and health listener.
+    pub fn metrics_addr(&self) -> String {
+        format!("{}:{}", self.ip, self.ports.metrics)
+    }
+
     /// The path of the cluster token this server wrote.
     pub fn token_file(&self) -> PathBuf {
         self.data_dir().join("server").join("token")
@@ -121,7 +134,11 @@ impl K3rsServer {
             .args(["--node-ip", &self.ip, "--bind-address", &self.ip])
             .args(["--https-listen-port", &self.ports.https.to_string()])
             .args(["--etcd-client-port", &self.ports.client.to_string()])
-            .args(["--etcd-peer-port", &self.ports.peer.to_string()])
+            .args(["--etcd-peer-port", &self.ports.peer.to_string()]);
+        if self.ports.metrics != DEFAULT_METRICS_PORT {
+            command.args(["--etcd-metrics-port", &self.ports.metrics.to_string()]);
+        }
+        command
             .args(&self.args)
             .env_remove("K3S_TOKEN")
             .env_remove("K3RS_TOKEN")

@@ -27,6 +27,7 @@ use tokio::time::MissedTickBehavior;
 use crate::error::{EtcdError, StorageError};
 use crate::lease::ExpiryClock;
 use crate::membership::{MemberChangeKind, Membership};
+use crate::metrics::{self, Metrics};
 use crate::mvcc::{ApplyOutcome, CommandResponse, MvccStore};
 use crate::node::read_index::{ReadResponder, ReadRounds};
 use crate::node::status::{NodeStatus, StatusCell};
@@ -105,6 +106,7 @@ pub struct Driver {
     pub watch_hub: Arc<WatchHub>,
     pub membership: Arc<Membership>,
     pub status: Arc<StatusCell>,
+    pub metrics: Arc<Metrics>,
     pub transport: Arc<dyn RaftTransport>,
     pub config: NodeConfig,
     pub member_id: u64,
@@ -125,6 +127,7 @@ impl Driver {
         watch_hub: Arc<WatchHub>,
         membership: Arc<Membership>,
         status: Arc<StatusCell>,
+        metrics: Arc<Metrics>,
         transport: Arc<dyn RaftTransport>,
         config: NodeConfig,
         member_id: u64,
@@ -139,6 +142,7 @@ impl Driver {
             watch_hub,
             membership,
             status,
+            metrics,
             transport,
             config,
             member_id,
@@ -184,6 +188,10 @@ impl Driver {
                     break Err(err);
                 }
             }
+            self.metrics.proposals_pending.store(
+                self.waiters.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         };
         let reason = match &result {
             Ok(()) => EtcdError::Stopped,
@@ -449,8 +457,12 @@ impl Driver {
             self.install_snapshot(ready.snapshot())?;
         }
         if !ready.entries().is_empty() || ready.hs().is_some() {
+            let started = tokio::time::Instant::now();
             self.log
                 .persist(ready.entries(), ready.hs(), ready.must_sync())?;
+            if ready.must_sync() {
+                self.metrics.wal_fsync.observe(started.elapsed());
+            }
         }
         for read_state in ready.take_read_states() {
             self.reads.on_read_state(
@@ -517,7 +529,16 @@ impl Driver {
                             }
                             _ => {}
                         }
+                        let started = tokio::time::Instant::now();
                         let mut outcome = store.apply(entry.index, command.request.as_ref())?;
+                        self.metrics.backend_commit.observe(started.elapsed());
+                        if let Ok(ApplyOutcome {
+                            response: Some(response),
+                            ..
+                        }) = &outcome
+                        {
+                            self.metrics.record_applied(response);
+                        }
                         self.track_lease_deadlines(command.request.as_ref(), &outcome);
                         if let Ok(applied) = &mut outcome {
                             if !applied.events.is_empty() {
@@ -650,6 +671,9 @@ impl Driver {
         if leader != self.known_leader {
             if self.known_leader.0 != 0 && leader.0 != self.known_leader.0 {
                 self.reads.fail_in_flight(EtcdError::LeaderChanged);
+            }
+            if leader.0 != 0 && leader.0 != self.known_leader.0 {
+                metrics::add(&self.metrics.leader_changes_seen, 1);
             }
             tracing::info!(
                 member = %format!("{:x}", self.member_id),

@@ -16,6 +16,7 @@ use crate::engine::KvEngine;
 use crate::error::EtcdError;
 use crate::lease::MAX_LEASE_TTL;
 use crate::membership::Membership;
+use crate::metrics::{self, Metrics};
 use crate::mvcc::{validate, CommandResponse, MvccStore};
 use crate::node::driver::{DriverRequest, ProposalResult};
 use crate::node::status::{NodeStatus, StatusCell};
@@ -45,6 +46,7 @@ struct Shared {
     watch_hub: Arc<WatchHub>,
     membership: Arc<Membership>,
     status: Arc<StatusCell>,
+    metrics: Arc<Metrics>,
     requests: mpsc::Sender<DriverRequest>,
     request_id_prefix: u64,
     next_request_seq: AtomicU64,
@@ -61,6 +63,7 @@ impl NodeHandle {
         watch_hub: Arc<WatchHub>,
         membership: Arc<Membership>,
         status: Arc<StatusCell>,
+        metrics: Arc<Metrics>,
         requests: mpsc::Sender<DriverRequest>,
         boot_count: u64,
         shutdown: watch::Sender<bool>,
@@ -78,6 +81,7 @@ impl NodeHandle {
                 watch_hub,
                 membership,
                 status,
+                metrics,
                 requests,
                 request_id_prefix,
                 next_request_seq: AtomicU64::new(1),
@@ -116,6 +120,11 @@ impl NodeHandle {
         self.shared.status.get()
     }
 
+    /// The member's counters and histograms (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
     /// A receiver woken on every status change.
     pub fn status_changes(&self) -> watch::Receiver<NodeStatus> {
         self.shared.status.subscribe()
@@ -147,6 +156,7 @@ impl NodeHandle {
             self.read_barrier().await?;
         }
         let mut response = self.shared.store.read().range(&request)?;
+        metrics::add(&self.shared.metrics.ranges, 1);
         let revision = response.header.as_ref().map_or(0, |h| h.revision);
         response.header = Some(self.header(revision));
         Ok(response)
@@ -523,8 +533,16 @@ impl NodeHandle {
             return Err(EtcdError::RequestTooLarge);
         }
         let (respond, answer) = oneshot::channel::<ProposalResult>();
-        self.submit(DriverRequest::Propose { id, data, respond }, answer)
-            .await
+        let result = self
+            .submit(DriverRequest::Propose { id, data, respond }, answer)
+            .await;
+        if let Err(err) = &result {
+            // Errors of the command itself (lease not found...) were applied; these were not.
+            if err.is_retryable() || matches!(err, EtcdError::Internal(_)) {
+                metrics::add(&self.shared.metrics.proposals_failed, 1);
+            }
+        }
+        result
     }
 
     /// A request id unique across members (member id prefix) and restarts (boot count).

@@ -32,6 +32,7 @@ use crate::engine::{KvEngine, Table, WriteBatch};
 use crate::error::{EtcdError, StorageError};
 use crate::identity;
 use crate::membership::Membership;
+use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
 use crate::raft_log::RaftLogStore;
 use crate::watch::{HubConfig, WatchHub};
@@ -165,6 +166,7 @@ pub fn start_or_join(
         applied_index: applied,
         ..Default::default()
     }));
+    let metrics = Arc::new(Metrics::default());
     let (requests_tx, requests_rx) = mpsc::channel(config.proposal_queue_capacity.max(1));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(watch_hub.clone().run(shutdown_rx.clone()));
@@ -176,12 +178,13 @@ pub fn start_or_join(
         watch_hub.clone(),
         membership.clone(),
         status.clone(),
+        metrics.clone(),
         requests_tx,
         boot_count,
         shutdown_tx,
     );
     let driver = Driver::new(
-        raw_node, log, store, watch_hub, membership, status, transport, config, member_id,
+        raw_node, log, store, watch_hub, membership, status, metrics, transport, config, member_id,
     );
     let driver = tokio::spawn(driver.run(requests_rx, shutdown_rx));
     tracing::info!(member = %format!("{member_id:x}"), applied, commit = hard_state.commit, "member started");
