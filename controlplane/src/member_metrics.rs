@@ -131,7 +131,7 @@ fn mvcc(out: &mut Exposition, handle: &NodeHandle) {
         (
             store.tree_index().len(),
             store.current_revision(),
-            store.compact_revision(),
+            store.compacted_raw(),
         )
     };
     out.single(
@@ -149,7 +149,7 @@ fn mvcc(out: &mut Exposition, handle: &NodeHandle) {
     out.single(
         Kind::Gauge,
         "etcd_debugging_mvcc_compact_revision",
-        "The revision of the last compaction.",
+        "The revision of the last compaction; -1 before the first.",
         compacted as f64,
     );
     for (name, help, counter) in [
@@ -213,15 +213,17 @@ fn lease(out: &mut Exposition, handle: &NodeHandle) {
     );
 }
 
+/// Labels in name order, as etcd's Go client writes them; every code of every method, zeros
+/// included, as grpc-prometheus initialises them.
 fn grpc_counts(out: &mut Exposition, grpc: &GrpcMetrics) {
     let rows = grpc.read();
     let started: Vec<[(&str, &str); 3]> = rows
         .iter()
         .map(|row| {
             [
-                ("grpc_type", row.grpc_type.label()),
-                ("grpc_service", row.service),
                 ("grpc_method", row.method),
+                ("grpc_service", row.service),
+                ("grpc_type", row.grpc_type.label()),
             ]
         })
         .collect();
@@ -240,10 +242,10 @@ fn grpc_counts(out: &mut Exposition, grpc: &GrpcMetrics) {
             row.handled.iter().map(move |(code, count)| {
                 (
                     [
-                        ("grpc_type", row.grpc_type.label()),
-                        ("grpc_service", row.service),
-                        ("grpc_method", row.method),
                         ("grpc_code", *code),
+                        ("grpc_method", row.method),
+                        ("grpc_service", row.service),
+                        ("grpc_type", row.grpc_type.label()),
                     ],
                     *count,
                 )

@@ -47,29 +47,80 @@ async fn get(addr: &str, path: &str) -> Answer {
         .and_then(|line| line.split(' ').nth(1))
         .and_then(|code| code.parse().ok())
         .expect("a status line");
-    let headers = lines
+    let headers: BTreeMap<String, String> = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
         .collect();
+    let chunked = headers
+        .get("transfer-encoding")
+        .is_some_and(|coding| coding == "chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Answer {
         status,
         headers,
-        body: body.to_string(),
+        body,
     }
 }
 
-/// Samples of a text exposition: `name{labels}` (as written) → value.
+/// The payload of a `Transfer-Encoding: chunked` body.
+fn dechunk(mut body: &str) -> String {
+    let mut payload = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+        if size == 0 {
+            return payload;
+        }
+        payload.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+}
+
+/// Samples of a text exposition: `name{labels}` (labels in name order, as [`series`] writes
+/// them) → value. Label values here never hold `,` or `"`.
 fn samples(text: &str) -> BTreeMap<String, f64> {
     text.lines()
         .filter(|line| !line.starts_with('#') && !line.is_empty())
         .map(|line| {
             let (series, value) = line.rsplit_once(' ').expect("`series value`");
-            (
-                series.to_string(),
-                value.parse().expect("a numeric sample value"),
-            )
+            let series = match series.split_once('{') {
+                None => series.to_string(),
+                Some((name, labels)) => {
+                    let mut labels: Vec<&str> = labels.trim_end_matches('}').split(',').collect();
+                    labels.sort_unstable();
+                    format!("{name}{{{}}}", labels.join(","))
+                }
+            };
+            (series, value.parse().expect("a numeric sample value"))
         })
         .collect()
+}
+
+/// `name{labels}` with the labels in name order.
+fn series(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut labels: Vec<String> = labels
+        .iter()
+        .map(|(label, value)| format!("{label}=\"{value}\""))
+        .collect();
+    labels.sort_unstable();
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+/// The `grpc_server_handled_total` series of a unary method with `code`.
+fn handled(service: &str, method: &str, code: &str) -> String {
+    series(
+        "grpc_server_handled_total",
+        &[
+            ("grpc_type", "unary"),
+            ("grpc_service", service),
+            ("grpc_method", method),
+            ("grpc_code", code),
+        ],
+    )
 }
 
 fn sample(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
@@ -134,21 +185,19 @@ async fn metrics_and_health_are_served_on_2381_with_etcd_names() {
     assert!(sample(&samples, "etcd_mvcc_range_total") >= 2.0);
     assert_eq!(sample(&samples, "etcd_debugging_mvcc_watcher_total"), 0.0);
     assert_eq!(sample(&samples, "etcd_debugging_lease_granted_total"), 0.0);
-    let put = "grpc_type=\"unary\",grpc_service=\"etcdserverpb.KV\",grpc_method=\"Put\"";
-    assert!(sample(&samples, &format!("grpc_server_started_total{{{put}}}")) >= f64::from(puts));
-    assert!(
-        sample(
-            &samples,
-            &format!("grpc_server_handled_total{{{put},grpc_code=\"OK\"}}")
-        ) >= f64::from(puts)
+    let started_puts = series(
+        "grpc_server_started_total",
+        &[
+            ("grpc_type", "unary"),
+            ("grpc_service", "etcdserverpb.KV"),
+            ("grpc_method", "Put"),
+        ],
     );
-    let range = "grpc_type=\"unary\",grpc_service=\"etcdserverpb.KV\",grpc_method=\"Range\"";
-    assert!(
-        sample(
-            &samples,
-            &format!("grpc_server_handled_total{{{range},grpc_code=\"OK\"}}")
-        ) >= 2.0
-    );
+    assert!(sample(&samples, &started_puts) >= f64::from(puts));
+    let kv = "etcdserverpb.KV";
+    assert!(sample(&samples, &handled(kv, "Put", "OK")) >= f64::from(puts));
+    assert_eq!(sample(&samples, &handled(kv, "Put", "Unavailable")), 0.0);
+    assert!(sample(&samples, &handled(kv, "Range", "OK")) >= 2.0);
 
     let health = get(&addr, "/health").await;
     assert_eq!(health.status, 200, "{}", health.body);
@@ -175,15 +224,105 @@ async fn failed_requests_are_counted_by_their_grpc_code() {
     let metrics = get(&server.metrics_addr(), "/metrics").await;
 
     let samples = samples(&metrics.body);
-    let revoke =
-        "grpc_type=\"unary\",grpc_service=\"etcdserverpb.Lease\",grpc_method=\"LeaseRevoke\"";
+    let lease = "etcdserverpb.Lease";
     assert_eq!(
-        sample(
-            &samples,
-            &format!("grpc_server_handled_total{{{revoke},grpc_code=\"NotFound\"}}")
-        ),
+        sample(&samples, &handled(lease, "LeaseRevoke", "NotFound")),
         1.0
     );
+    assert_eq!(sample(&samples, &handled(lease, "LeaseGrant", "OK")), 1.0);
     assert_eq!(sample(&samples, "etcd_debugging_lease_granted_total"), 1.0);
     assert_eq!(sample(&samples, "k3rs_leases_held"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_listen_metrics_urls_serves_the_same_endpoints() {
+    let metrics_addr = format!("127.0.0.1:{}", common::free_port());
+    let server = common::TestServer::start_with_args(&[
+        "--listen-metrics-urls",
+        &format!("http://{metrics_addr}"),
+    ])
+    .await;
+    let mut client = server.client().await;
+    client.put("k", "v", None).await.expect("put");
+
+    let metrics = get(&metrics_addr, "/metrics").await;
+
+    assert_eq!(metrics.status, 200);
+    let samples = samples(&metrics.body);
+    assert_eq!(sample(&samples, "etcd_server_has_leader"), 1.0);
+    assert!(sample(&samples, &handled("etcdserverpb.KV", "Put", "OK")) >= 1.0);
+    assert!(sample(&samples, "etcd_mvcc_put_total") >= 1.0);
+    assert!(sample(&samples, "etcd_disk_wal_fsync_duration_seconds_count") > 0.0);
+    let health = get(&metrics_addr, "/health").await;
+    assert_eq!(health.status, 200, "{}", health.body);
+}
+
+/// A member whose cluster's other member never starts: no leader, so not ready and unhealthy,
+/// while the metrics port (bound before catching up) still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_false_without_a_leader() {
+    if common::is_reference_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = |port: u16| format!("http://127.0.0.1:{port}");
+    let (peer, absent_peer, client) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let metrics_addr = format!("127.0.0.1:{}", common::free_port());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_k3rs"))
+        .arg("etcd")
+        .args(["--name", "a", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen-client-urls", &url(client)])
+        .args(["--advertise-client-urls", &url(client)])
+        .args(["--listen-peer-urls", &url(peer)])
+        .args(["--initial-advertise-peer-urls", &url(peer)])
+        .args([
+            "--initial-cluster",
+            &format!("a={},b={}", url(peer), url(absent_peer)),
+        ])
+        .args(["--listen-metrics-urls", &format!("http://{metrics_addr}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning k3rs etcd");
+    let _child = KillOnDrop(child);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(&metrics_addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics port not open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let live = get(&metrics_addr, "/livez").await;
+    let ready = get(&metrics_addr, "/readyz").await;
+    let health = get(&metrics_addr, "/health").await;
+    let metrics = get(&metrics_addr, "/metrics").await;
+
+    assert_eq!(live.status, 200);
+    assert_eq!(ready.status, 503);
+    assert_eq!(health.status, 503, "{}", health.body);
+    let health: serde_json::Value = serde_json::from_str(&health.body).expect("JSON health");
+    assert_eq!(health["health"], "false");
+    assert_ne!(health["reason"], "");
+    assert_eq!(
+        sample(&samples(&metrics.body), "etcd_server_has_leader"),
+        0.0
+    );
+}
+
+/// Kills the child process when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

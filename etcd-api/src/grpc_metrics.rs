@@ -130,7 +130,7 @@ pub struct MethodCounts {
     pub method: &'static str,
     pub grpc_type: GrpcType,
     pub started: u64,
-    /// `(code name, count)` for every code counted at least once, in code order.
+    /// `(code name, count)` for every code, in code order.
     pub handled: Vec<(&'static str, u64)>,
 }
 
@@ -167,7 +167,6 @@ impl GrpcMetrics {
                         .iter()
                         .zip(row)
                         .map(|(name, count)| (*name, count.load(Ordering::Relaxed)))
-                        .filter(|(_, count)| *count > 0)
                         .collect(),
                 }
             })
@@ -303,8 +302,10 @@ mod tests {
             .find(|row| row.method == "Put")
             .expect("Put row");
 
+        let counted: Vec<_> = row.handled.iter().filter(|(_, n)| *n > 0).collect();
         assert_eq!(row.started, 2);
-        assert_eq!(row.handled, vec![("OK", 1), ("Unavailable", 1)]);
+        assert_eq!(row.handled.len(), CODE_NAMES.len());
+        assert_eq!(counted, [&("OK", 1), &("Unavailable", 1)]);
     }
 
     #[test]
@@ -336,6 +337,9 @@ mod tests {
         drop(dropped);
 
         let row = metrics.read().into_iter().nth(watch).expect("Watch row");
-        assert_eq!(row.handled, vec![("OK", 1), ("Canceled", 1)]);
+        assert_eq!(
+            &row.handled[..3],
+            [("OK", 1), ("Canceled", 1), ("Unknown", 0)]
+        );
     }
 }
