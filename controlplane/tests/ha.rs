@@ -4,6 +4,10 @@
 
 mod common;
 
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::k3rs_server::{etcdctl_tls, etcdctl_with, K3rsServer, Ports};
@@ -56,6 +60,32 @@ async fn put_with_retries(server: &K3rsServer, key: &str) -> bool {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     false
+}
+
+/// Puts `load-<n>` through `endpoints` until `stop` (at most 5,000 puts), each with a bounded
+/// etcdctl run; returns the keys whose put was acknowledged.
+fn background_puts(endpoints: &str, certs: &[PathBuf; 3], stop: &AtomicBool) -> Vec<String> {
+    let mut acknowledged = Vec::new();
+    for n in 0..5_000 {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let key = format!("load-{n:05}");
+        let output = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", endpoints])
+            .args(["--command-timeout=5s", "--dial-timeout=2s"])
+            .arg(format!("--cacert={}", certs[0].display()))
+            .arg(format!("--cert={}", certs[1].display()))
+            .arg(format!("--key={}", certs[2].display()))
+            .args(["put", &key, "v"])
+            .output()
+            .expect("running etcdctl");
+        if output.status.success() {
+            acknowledged.push(key);
+        }
+    }
+    acknowledged
 }
 
 /// The first server, then two joiners with the first one's token file.
@@ -221,7 +251,20 @@ async fn servers_restart_with_their_command_line_and_a_rebuilt_one_rejoins() {
     let ports = Ports::pick();
     let mut servers = three_servers(ports).await;
 
-    // kill -9 and restart each server in turn; writes keep being acknowledged in between.
+    // A writer keeps putting through all three endpoints (etcdctl fails over) while each
+    // server in turn is killed with -9 and restarted; every put it saw acknowledged must
+    // survive on every server.
+    let endpoints: Vec<String> = servers.iter().map(K3rsServer::client_url).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, endpoints) = (stop.clone(), endpoints.join(","));
+        let certs = [
+            servers[0].tls_file("etcd/server-ca.crt"),
+            servers[0].tls_file("etcd/client.crt"),
+            servers[0].tls_file("etcd/client.key"),
+        ];
+        std::thread::spawn(move || background_puts(&endpoints, &certs, &stop))
+    };
     let mut acknowledged = Vec::new();
     for round in 0..3 {
         servers[round].kill9();
@@ -236,12 +279,33 @@ async fn servers_restart_with_their_command_line_and_a_rebuilt_one_rejoins() {
         servers[round].wait_healthy(READY).await;
     }
     await_voters(&servers[0], &["node-1", "node-2", "node-3"]).await;
+    stop.store(true, Ordering::Relaxed);
+    let loaded = writer.join().expect("the writer thread");
+    eprintln!(
+        "background writer: {} puts acknowledged across three kill -9 rounds",
+        loaded.len()
+    );
     assert_eq!(
         acknowledged.len(),
         15,
         "two of three servers up must take every write"
     );
+    assert!(
+        loaded.len() >= 10,
+        "the background writer got only {} puts through",
+        loaded.len()
+    );
     for server in &servers {
+        let listed = server.etcdctl_ok(&["get", "load-", "--prefix", "--keys-only"]);
+        let present: std::collections::HashSet<&str> =
+            listed.lines().filter(|line| !line.is_empty()).collect();
+        for key in &loaded {
+            assert!(
+                present.contains(key.as_str()),
+                "acknowledged {key} lost on {}",
+                server.node_name
+            );
+        }
         for key in &acknowledged {
             let value = server.etcdctl_ok(&["get", key, "--print-value-only", "--consistency=l"]);
             assert_eq!(value.trim(), "v", "{key} on {}", server.node_name);
