@@ -31,15 +31,9 @@ pub async fn keep_in_store(
     token: Token,
     data: BootstrapData,
 ) {
-    let handle = tokio::select! {
-        biased;
-        _ = stop.wait_for(|stop| *stop) => return,
-        handle = serving.wait_for(Option::is_some) => match handle {
-            Ok(handle) => handle.clone(),
-            Err(_) => return,
-        },
+    let Some(handle) = crate::server::serving_member(&mut serving, &mut stop).await else {
+        return;
     };
-    let Some(handle) = handle else { return };
     loop {
         let status = handle.status();
         if status.has_leader() && !status.is_learner {

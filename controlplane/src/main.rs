@@ -13,6 +13,7 @@ mod etcd_arg;
 mod etcd_flags;
 mod exposition;
 mod go_duration;
+mod http_response;
 mod join;
 mod member;
 mod member_metrics;

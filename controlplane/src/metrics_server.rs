@@ -22,7 +22,6 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use raftstore::node::NodeHandle;
@@ -30,6 +29,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use etcd_api::grpc_metrics::GrpcMetrics;
+
+use crate::http_response::{text, with_type};
 
 /// k3s's port for etcd metrics.
 pub const DEFAULT_METRICS_PORT: u16 = 2381;
@@ -141,22 +142,4 @@ async fn accept(listener: TcpListener, source: MetricsSource, mut stop: watch::R
             let _ = connection.await;
         });
     }
-}
-
-fn with_type(
-    status: StatusCode,
-    content_type: &'static str,
-    body: String,
-) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(content_type),
-    );
-    response
-}
-
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    with_type(status, "text/plain; charset=utf-8", body.to_string())
 }

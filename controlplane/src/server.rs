@@ -195,21 +195,27 @@ const PROMOTE_INTERVAL: Duration = Duration::from_secs(5);
 /// A learner that has not caught up for this long is removed (k3s: 5 minutes).
 const STALLED_LEARNER_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
+/// The member once it serves; `None` when `stop` turns true (or the member ends) first.
+pub(crate) async fn serving_member(
+    serving: &mut watch::Receiver<Option<NodeHandle>>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<NodeHandle> {
+    tokio::select! {
+        biased;
+        _ = stop.wait_for(|stop| *stop) => None,
+        handle = serving.wait_for(Option::is_some) => handle.ok().and_then(|handle| handle.clone()),
+    }
+}
+
 /// On the leader, promotes every learner that has caught up and removes one that has not
 /// caught up for [`STALLED_LEARNER_TIMEOUT`], until `stop`.
 async fn promote_learners(
     mut serving: watch::Receiver<Option<NodeHandle>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let handle = tokio::select! {
-        biased;
-        _ = stop.wait_for(|stop| *stop) => return,
-        handle = serving.wait_for(Option::is_some) => match handle {
-            Ok(handle) => handle.clone(),
-            Err(_) => return,
-        },
+    let Some(handle) = serving_member(&mut serving, &mut stop).await else {
+        return;
     };
-    let Some(handle) = handle else { return };
     let mut waiting_since: std::collections::BTreeMap<u64, tokio::time::Instant> =
         std::collections::BTreeMap::new();
     loop {

@@ -22,12 +22,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::http_response::{text, with_type};
 use crate::pki::{read_pair, CertAndKey};
 use crate::server_tls::{TlsDir, CLUSTER_CAS};
 use crate::token::{Token, SERVER_USER};
@@ -259,24 +260,6 @@ pub async fn serve(
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
-}
-
-fn with_type(
-    status: StatusCode,
-    content_type: &'static str,
-    body: Vec<u8>,
-) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(content_type),
-    );
-    response
-}
-
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    with_type(status, "text/plain", body.as_bytes().to_vec())
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Response<Full<Bytes>>> {
