@@ -26,7 +26,10 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::time::{sleep, timeout, Instant};
 
 use etcd_api::pb::etcdserverpb::cluster_client::ClusterClient;
-use etcd_api::pb::etcdserverpb::{MemberAddRequest, MemberListRequest, MemberRemoveRequest};
+use etcd_api::pb::etcdserverpb::maintenance_client::MaintenanceClient;
+use etcd_api::pb::etcdserverpb::{
+    MemberAddRequest, MemberListRequest, MemberRemoveRequest, StatusRequest,
+};
 
 use crate::pki::write_pair;
 use crate::pki::CertAndKey;
@@ -38,6 +41,8 @@ use crate::token::Token;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a joiner waits for its turn while other learners catch up.
 const LEARNER_QUEUE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// How long a member with this server's node name gets to answer before it counts as gone.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause between two attempts to add this server while another learner is pending.
 const LEARNER_QUEUE_POLL: Duration = Duration::from_secs(2);
 
@@ -220,17 +225,31 @@ pub async fn add_self_as_learner(
         !endpoints.is_empty(),
         "the cluster lists no voting member with a client URL"
     );
+    let channel = |endpoint: &str| -> Result<tonic::transport::Channel> {
+        let endpoint = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            .with_context(|| format!("client URL {endpoint}"))?
+            .connect_timeout(REQUEST_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT);
+        Ok(connector(endpoint))
+    };
     let deadline = Instant::now() + LEARNER_QUEUE_TIMEOUT;
     let mut last_error = None;
     loop {
         for endpoint in &endpoints {
-            let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
-                .with_context(|| format!("client URL {endpoint}"))?
-                .connect_timeout(REQUEST_TIMEOUT)
-                .timeout(REQUEST_TIMEOUT);
-            let mut client = ClusterClient::new(connector(channel));
-            match try_add(&mut client, node_name, name, peer_url).await {
+            let mut client = ClusterClient::new(channel(endpoint)?);
+            let answers = |url: &str| {
+                let channel = channel(url);
+                async move {
+                    let Ok(channel) = channel else { return false };
+                    let mut maintenance = MaintenanceClient::new(channel);
+                    timeout(PROBE_TIMEOUT, maintenance.status(StatusRequest {}))
+                        .await
+                        .is_ok_and(|status| status.is_ok())
+                }
+            };
+            match try_add(&mut client, node_name, name, peer_url, answers).await {
                 Ok(members) => return Ok(members),
+                Err(JoinAttempt::Refused(error)) => return Err(error),
                 Err(JoinAttempt::Wait(reason)) => {
                     tracing::info!(reason, "waiting for another learner to be promoted");
                     last_error = Some(anyhow!(reason));
@@ -254,15 +273,27 @@ pub async fn add_self_as_learner(
 enum JoinAttempt {
     /// Retry later: another learner is catching up.
     Wait(String),
+    /// Retry on another member or later.
     Failed(anyhow::Error),
+    /// Give up: retrying cannot help.
+    Refused(anyhow::Error),
 }
 
-async fn try_add(
+/// Adds this server as a learner through `client` unless it is listed already, first removing
+/// the entries a rebuilt server left (same peer URL, or same node name and no longer answering
+/// on its client URLs — `answers` probes one); a running member with this node name elsewhere
+/// refuses the join. Returns the members as `(name, peer URL)` pairs.
+async fn try_add<F, Fut>(
     client: &mut ClusterClient<tonic::transport::Channel>,
     node_name: &str,
     name: &str,
     peer_url: &str,
-) -> Result<Vec<(String, String)>, JoinAttempt> {
+    answers: F,
+) -> Result<Vec<(String, String)>, JoinAttempt>
+where
+    F: Fn(&str) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let listed = client
         .member_list(MemberListRequest { linearizable: true })
         .await
@@ -274,11 +305,29 @@ async fn try_add(
         .iter()
         .find(|member| member.peer_ur_ls.iter().any(|url| url == peer_url));
     let already_added = mine.is_some_and(|member| member.name.is_empty() || member.name == name);
+    let mut members = listed.clone();
     if !already_added {
         // A rebuilt server: its old entry (same node name or same peer URL) goes first.
-        for stale in listed.iter().filter(|member| {
-            member.name.starts_with(&prefix) || member.peer_ur_ls.iter().any(|url| url == peer_url)
-        }) {
+        let stale: Vec<_> = listed
+            .iter()
+            .filter(|member| {
+                member.name.starts_with(&prefix)
+                    || member.peer_ur_ls.iter().any(|url| url == peer_url)
+            })
+            .collect();
+        for other in &stale {
+            let elsewhere = !other.peer_ur_ls.iter().any(|url| url == peer_url);
+            for url in other.client_ur_ls.iter().filter(|_| elsewhere) {
+                if answers(url).await {
+                    return Err(JoinAttempt::Refused(anyhow!(
+                        "a running member of the cluster already has node name {node_name:?} \
+                         ({} at {url}); give this server another --node-name",
+                        other.name
+                    )));
+                }
+            }
+        }
+        for stale in stale {
             tracing::info!(member = %stale.name, id = stale.id, "removing this node's stale member entry");
             client
                 .member_remove(MemberRemoveRequest { id: stale.id })
@@ -298,7 +347,10 @@ async fn try_add(
             })
             .await;
         match added {
-            Ok(_) => tracing::info!(peer_url, "added this server as a learner"),
+            Ok(response) => {
+                tracing::info!(peer_url, "added this server as a learner");
+                members = response.into_inner().members;
+            }
             Err(status) if status.message().contains("too many learner members") => {
                 return Err(JoinAttempt::Wait(status.message().to_string()));
             }
@@ -310,13 +362,7 @@ async fn try_add(
             }
         }
     }
-    let listed = client
-        .member_list(MemberListRequest { linearizable: true })
-        .await
-        .map_err(|status| JoinAttempt::Failed(anyhow!("member list: {}", status.message())))?
-        .into_inner()
-        .members;
-    Ok(listed
+    Ok(members
         .into_iter()
         .flat_map(|member| {
             let is_me = member.peer_ur_ls.iter().any(|url| url == peer_url);

@@ -211,6 +211,16 @@ async fn a_wrong_token_or_setting_is_refused_and_nothing_changes() {
         );
     }
 
+    // Another machine taking the node name of a running server is refused; that server stays.
+    let mut twin = K3rsServer::new("127.0.0.2", "node-1", ports);
+    twin.start(&["--server", url.as_str(), "--token", real]);
+    let status = twin.wait_exit(READY).await;
+    assert!(!status.success(), "a second node-1 must not join");
+    let log = twin.logs();
+    assert!(log.contains("already has node name \"node-1\""), "{log}");
+    assert_eq!(members(&first).len(), 1, "{:?}", members(&first));
+    first.etcdctl_ok(&["put", "still", "serving"]);
+
     // A server whose data dir holds another cluster, pointed at this one with its token,
     // refuses to start and keeps its own data.
     let mut other = K3rsServer::new("127.0.0.3", "other", ports);
