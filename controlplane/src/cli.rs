@@ -1,4 +1,5 @@
-//! Command-line interface: `k3rs server` (k3s's flags) and `k3rs etcd` (etcd's flags).
+//! Command-line interface: `k3rs server` (k3s's flags), `k3rs etcd-snapshot` (k3s's snapshot
+//! CLI) and `k3rs etcd` (etcd's flags).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -23,6 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Run a server with the embedded etcd-compatible store (as `k3s server`).
     Server(ServerArgs),
+    /// Save, list, delete or prune snapshots through the running server (as `k3s
+    /// etcd-snapshot`).
+    EtcdSnapshot(crate::etcd_snapshot::cli::EtcdSnapshotArgs),
     /// Run a standalone, drop-in etcd member taking etcd's own flags.
     Etcd(EtcdArgs),
 }
@@ -111,6 +115,9 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     pub reset: crate::cluster_reset::ResetArgs,
+
+    #[command(flatten)]
+    pub snapshots: crate::etcd_snapshot::schedule::ScheduleArgs,
 }
 
 impl ServerArgs {
@@ -126,7 +133,7 @@ impl ServerArgs {
 }
 
 /// k3s's default: `/var/lib/rancher/k3rs` for root, `~/.rancher/k3rs` for other users.
-fn default_data_dir() -> PathBuf {
+pub fn default_data_dir() -> PathBuf {
     let is_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
         || std::env::var("HOME").map(|h| h == "/root").unwrap_or(false);
     match std::env::var_os("HOME") {

@@ -16,9 +16,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::header::{AUTHORIZATION, HOST};
-use hyper::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -119,15 +119,40 @@ impl SupervisorClient {
         Ok(info.members)
     }
 
-    async fn get(&self, path: &str, authenticate: bool) -> Result<Bytes> {
+    /// POSTs `body` as JSON to `path` with the token's secret and decodes the JSON answer,
+    /// waiting at most `deadline`.
+    pub async fn post_json<T, R>(&self, path: &str, body: &T, deadline: Duration) -> Result<R>
+    where
+        T: serde::Serialize,
+        R: serde::de::DeserializeOwned,
+    {
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
-        timeout(REQUEST_TIMEOUT, self.get_once(path, authenticate))
+        let body = Bytes::from(serde_json::to_vec(body).context("encoding the request")?);
+        let answer = timeout(deadline, self.request_once(Method::POST, path, body, true))
             .await
-            .map_err(|_| anyhow!("{url} did not answer within {REQUEST_TIMEOUT:?}"))?
-            .with_context(|| format!("GET {url}"))
+            .map_err(|_| anyhow!("{url} did not answer within {deadline:?}"))?
+            .with_context(|| format!("POST {url}"))?;
+        serde_json::from_slice(&answer).with_context(|| format!("reading the answer of {url}"))
     }
 
-    async fn get_once(&self, path: &str, authenticate: bool) -> Result<Bytes> {
+    async fn get(&self, path: &str, authenticate: bool) -> Result<Bytes> {
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        timeout(
+            REQUEST_TIMEOUT,
+            self.request_once(Method::GET, path, Bytes::new(), authenticate),
+        )
+        .await
+        .map_err(|_| anyhow!("{url} did not answer within {REQUEST_TIMEOUT:?}"))?
+        .with_context(|| format!("GET {url}"))
+    }
+
+    async fn request_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        authenticate: bool,
+    ) -> Result<Bytes> {
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
             .context("connecting")?;
@@ -140,14 +165,20 @@ impl SupervisorClient {
             .await
             .context("HTTP handshake")?;
         tokio::spawn(connection);
-        let mut request = Request::get(path).header(HOST, format!("{}:{}", self.host, self.port));
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, format!("{}:{}", self.host, self.port));
+        if !body.is_empty() {
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
         if authenticate {
             let credentials = format!("{}:{}", self.token.user, self.token.secret);
             let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
             request = request.header(AUTHORIZATION, format!("Basic {encoded}"));
         }
         let response = sender
-            .send_request(request.body(Empty::<Bytes>::new()).context("request")?)
+            .send_request(request.body(Full::new(body)).context("request")?)
             .await
             .context("sending the request")?;
         let status = response.status();
@@ -160,12 +191,12 @@ impl SupervisorClient {
         match status {
             StatusCode::OK => Ok(body),
             StatusCode::UNAUTHORIZED => bail!(
-                "the server refused the token's secret (401): is the token from this cluster's \
-                 server/token?"
+                "the token was refused (401): the server refused the token's secret; is the \
+                 token from this cluster's server/token?"
             ),
             other => bail!(
                 "the server answered {other}: {}",
-                String::from_utf8_lossy(&body)
+                String::from_utf8_lossy(&body).trim_end()
             ),
         }
     }

@@ -1,7 +1,8 @@
 //! `k3rs`: a lightweight Kubernetes datastore and cluster manager with an embedded,
 //! etcd-compatible store.
 //!
-//! Subcommands: `server` (k3s-style server with the embedded store) and `etcd` (a standalone,
+//! Subcommands: `server` (k3s-style server with the embedded store), `etcd-snapshot` (save,
+//! list, delete and prune snapshots through a running server) and `etcd` (a standalone,
 //! drop-in etcd taking etcd's own flags).
 
 mod bootstrap_seal;
@@ -11,6 +12,7 @@ mod cluster_reset;
 mod config_file;
 mod etcd_arg;
 mod etcd_flags;
+mod etcd_snapshot;
 mod exposition;
 mod go_duration;
 mod http_response;
@@ -50,6 +52,7 @@ async fn main() -> std::process::ExitCode {
             cluster_reset::run_server(args).await
         }
         cli::Command::Server(args) => server::run(args).await,
+        cli::Command::EtcdSnapshot(args) => etcd_snapshot::cli::run(args).await,
         cli::Command::Etcd(args) => match args.into_member_settings() {
             Ok(settings) => member::run(settings, None).await,
             Err(err) => Err(err),

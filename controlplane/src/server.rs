@@ -1,7 +1,8 @@
 //! `k3rs server`: a k3s-style server — certificates and the join token under
 //! `<data-dir>/server/`, joining the cluster at `--server` when it has no data yet, then the
-//! embedded etcd member with mTLS on its client and peer ports, the supervisor API, and (on
-//! the leader) promotion of caught-up learners.
+//! embedded etcd member with mTLS on its client and peer ports, the supervisor API (with the
+//! snapshot operations of `k3rs etcd-snapshot`), scheduled snapshots, and (on the leader)
+//! promotion of caught-up learners.
 //!
 //! Guarantees: the member's name (`<node-name>-<8 hex>`, as k3s names members) is chosen once
 //! and kept in `server/db/name`, so a restart is the same member; the token file is written
@@ -22,6 +23,8 @@ use tokio::sync::watch;
 
 use crate::bootstrap_store;
 use crate::cli::ServerArgs;
+use crate::etcd_snapshot::schedule;
+use crate::etcd_snapshot::service::SnapshotService;
 use crate::join::{self, SupervisorClient};
 use crate::member::{create_private_dir, MemberSettings, MemberTls};
 use crate::pki::write_file;
@@ -45,12 +48,23 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let plan = prepare(&args, OffsetDateTime::now_utc()).await?;
     let (serving_tx, serving_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let snapshots = Arc::new(SnapshotService::new(
+        args.node_name(),
+        args.snapshots.snapshot_dir(&args.data_dir()),
+        serving_rx.clone(),
+    ));
     let supervisor = Arc::new(Supervisor {
         tls_dir: plan.tls_dir.clone(),
         token: plan.token.clone(),
         critical: plan.critical.clone(),
         member: serving_rx.clone(),
+        snapshots: snapshots.clone(),
     });
+    let scheduler = tokio::spawn(schedule::run(
+        snapshots,
+        args.snapshots.clone(),
+        stop_rx.clone(),
+    ));
     let bootstrap_data = supervisor.bootstrap_data()?;
     let keeper = tokio::spawn(bootstrap_store::keep_in_store(
         serving_rx.clone(),
@@ -73,6 +87,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     }
     let _ = promoter.await;
     let _ = keeper.await;
+    let _ = scheduler.await;
     outcome
 }
 

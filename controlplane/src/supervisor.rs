@@ -5,7 +5,9 @@
 //! - `GET /ping`: `pong`; `GET /readyz`: `ok` once the member serves;
 //! - `GET /v1-k3rs/server-bootstrap`: the cluster CAs with their keys and the critical
 //!   settings, for basic auth `server:<token secret>` only;
-//! - `GET /db/info`: the etcd member list (same auth).
+//! - `GET /db/info`: the etcd member list (same auth);
+//! - `POST /v1-k3rs/etcd-snapshot`: a snapshot operation of `k3rs etcd-snapshot` (same auth;
+//!   a JSON body of at most 64 KiB, see [`crate::etcd_snapshot::api`]).
 //!
 //! Guarantees: a wrong or missing secret gets `401` and nothing else; secrets are compared in
 //! constant time; every connection is TLS (handshake bounded by
@@ -20,7 +22,7 @@ use anyhow::{Context, Result};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -28,6 +30,8 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::etcd_snapshot::api::{SnapshotRequest, MAX_REQUEST_BYTES, SNAPSHOT_PATH};
+use crate::etcd_snapshot::service::{ServiceError, SnapshotService};
 use crate::http_response::{text, with_type};
 use crate::pki::{read_pair, CertAndKey};
 use crate::server_tls::{TlsDir, CLUSTER_CAS};
@@ -122,6 +126,8 @@ pub struct Supervisor {
     pub critical: CriticalSettings,
     /// The running member, once it serves.
     pub member: watch::Receiver<Option<raftstore::node::NodeHandle>>,
+    /// Snapshot operations of this server.
+    pub snapshots: Arc<SnapshotService>,
 }
 
 impl Supervisor {
@@ -162,6 +168,52 @@ impl Supervisor {
         constant_time_eq(&decoded, expected.as_bytes())
     }
 
+    /// Answers `request`: the snapshot operations (which read a body and take time) here,
+    /// everything else in [`Self::answer`].
+    async fn respond(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        if request.uri().path() != SNAPSHOT_PATH {
+            return self.answer(&request);
+        }
+        if request.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        }
+        if !self.is_authorized(&request) {
+            return unauthorized();
+        }
+        let body = match Limited::new(request.into_body(), MAX_REQUEST_BYTES)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(error) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("reading the request: {error}\n"),
+                );
+            }
+        };
+        let operation: SnapshotRequest = match serde_json::from_slice(&body) {
+            Ok(operation) => operation,
+            Err(error) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("not a snapshot operation: {error}\n"),
+                );
+            }
+        };
+        match self.snapshots.answer(operation).await {
+            Ok(response) => json(&response).unwrap_or_else(internal),
+            Err(error) => {
+                let status = match &error {
+                    ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                    ServiceError::NotServing => StatusCode::SERVICE_UNAVAILABLE,
+                    ServiceError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                text(status, &format!("{error}\n"))
+            }
+        }
+    }
+
     fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         if request.method() != Method::GET {
             return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -177,14 +229,7 @@ impl Supervisor {
                 Some(_) => text(StatusCode::OK, "ok"),
                 None => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
             },
-            BOOTSTRAP_PATH | "/db/info" if !self.is_authorized(request) => {
-                let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
-                response.headers_mut().insert(
-                    WWW_AUTHENTICATE,
-                    hyper::header::HeaderValue::from_static("Basic realm=\"k3rs\""),
-                );
-                response
-            }
+            BOOTSTRAP_PATH | "/db/info" if !self.is_authorized(request) => unauthorized(),
             BOOTSTRAP_PATH => match self.bootstrap_data().and_then(|data| json(&data)) {
                 Ok(response) => response,
                 Err(error) => internal(error),
@@ -241,8 +286,8 @@ pub async fn serve(
                 let supervisor = supervisor.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
-                        let response = supervisor.answer(&request);
-                        async move { Ok::<_, Infallible>(response) }
+                        let supervisor = supervisor.clone();
+                        async move { Ok::<_, Infallible>(supervisor.respond(request).await) }
                     });
                     if let Err(error) = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(conn), service)
@@ -260,6 +305,15 @@ pub async fn serve(
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Basic realm=\"k3rs\""),
+    );
+    response
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Response<Full<Bytes>>> {

@@ -1,0 +1,356 @@
+//! `k3rs etcd-snapshot save|ls|delete|prune` against running `k3rs server`s, as k3s users run
+//! it, and the scheduled snapshots of `k3rs server`. Every process is a real `k3rs`; every
+//! wait is bounded.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::k3rs_server::{K3rsServer, Ports};
+use tokio::time::{sleep, Instant};
+
+const READY: Duration = Duration::from_secs(90);
+const RESET_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `k3rs etcd-snapshot <args>` against `server`, with its data dir (for the token) and its
+/// supervisor URL.
+fn snapshot_cli(server: &K3rsServer, args: &[&str]) -> Output {
+    let data_dir = server.data_dir();
+    let (subcommand, rest) = args.split_first().expect("a subcommand");
+    Command::new(env!("CARGO_BIN_EXE_k3rs"))
+        .args(["etcd-snapshot", subcommand])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--etcd-server", &server.supervisor_url()])
+        .args(rest)
+        .env_remove("K3RS_ETCD_TOKEN")
+        .env_remove("K3RS_NODE_NAME")
+        .env_remove("K3RS_ETCD_SNAPSHOT_DIR")
+        .env_remove("K3RS_ETCD_SNAPSHOT_RETENTION")
+        .output()
+        .expect("running k3rs etcd-snapshot")
+}
+
+/// Like [`snapshot_cli`], panicking with the output unless it succeeds; returns stdout.
+fn snapshot_ok(server: &K3rsServer, args: &[&str]) -> String {
+    let output = snapshot_cli(server, args);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "k3rs etcd-snapshot {args:?} failed: {stdout}{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server.logs()
+    );
+    stdout
+}
+
+/// Saves and returns the snapshot's name from `Snapshot <name> saved.`.
+fn save(server: &K3rsServer, args: &[&str]) -> String {
+    let mut all = vec!["save"];
+    all.extend_from_slice(args);
+    let stdout = snapshot_ok(server, &all);
+    stdout
+        .trim()
+        .strip_prefix("Snapshot ")
+        .and_then(|rest| rest.strip_suffix(" saved."))
+        .unwrap_or_else(|| panic!("unexpected save output {stdout:?}"))
+        .to_string()
+}
+
+/// `ls -o json`: (name, node, location, size, status) of each snapshot.
+fn list_json(server: &K3rsServer) -> Vec<serde_json::Value> {
+    let stdout = snapshot_ok(server, &["ls", "-o", "json"]);
+    serde_json::from_str::<Vec<serde_json::Value>>(&stdout).expect("ls -o json is a JSON list")
+}
+
+fn names_in(list: &[serde_json::Value]) -> Vec<String> {
+    let mut names: Vec<String> = list
+        .iter()
+        .map(|entry| entry["name"].as_str().expect("name").to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn snapshot_dir(server: &K3rsServer) -> PathBuf {
+    server
+        .data_dir()
+        .join("server")
+        .join("db")
+        .join("snapshots")
+}
+
+/// Every entry of `dir` (hidden ones too), sorted.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok())
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A new single server; with no `args`, scheduled snapshots are off so that only the test's
+/// own snapshots exist.
+async fn first_server(node_name: &str, args: &[&str]) -> K3rsServer {
+    let mut server = K3rsServer::new("127.0.0.1", node_name, Ports::pick());
+    let mut all = vec!["--cluster-init"];
+    if args.is_empty() {
+        all.push("--etcd-disable-snapshots");
+    }
+    all.extend_from_slice(args);
+    server.start(&all);
+    server.wait_healthy(READY).await;
+    server
+}
+
+#[tokio::test]
+async fn saved_snapshots_are_listed_deleted_and_pruned_on_the_server() {
+    let server = first_server("node-1", &[]).await;
+    server.etcdctl_ok(&["put", "/registry/one", "1"]);
+    let first = save(&server, &[]);
+    assert!(first.starts_with("on-demand-node-1-"), "{first}");
+    let second = save(&server, &[]);
+    assert_ne!(first, second, "two saves in one second get two names");
+
+    // ls lists both, with the size of their files, as a table and as JSON.
+    let dir = snapshot_dir(&server);
+    let table = snapshot_ok(&server, &["ls"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["Name", "Location", "Size", "Created"],
+        "{table}"
+    );
+    for name in [&first, &second] {
+        let size = std::fs::metadata(dir.join(name)).expect("file").len();
+        assert!(size > 0);
+        let row = lines
+            .iter()
+            .find(|line| line.starts_with(name.as_str()))
+            .unwrap_or_else(|| panic!("{name} not in\n{table}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells[1],
+            format!("file://{}", dir.join(name).display()),
+            "{row}"
+        );
+        assert_eq!(cells[2], size.to_string(), "{row}");
+    }
+    let listed = list_json(&server);
+    assert_eq!(names_in(&listed), [first.clone(), second.clone()]);
+    for entry in &listed {
+        let name = entry["name"].as_str().expect("name");
+        let size = std::fs::metadata(dir.join(name)).expect("file").len();
+        assert_eq!(entry["size"].as_u64(), Some(size), "{entry}");
+        assert_eq!(entry["node"], "node-1", "{entry}");
+        assert_eq!(entry["status"], "successful", "{entry}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).expect("mode").permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join(&first)), 0o600);
+
+    // delete: the file and the listing go; an unknown name is named, the others still go.
+    let third = save(&server, &[]);
+    let output = snapshot_cli(&server, &["delete", &first, "no-such-snapshot"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a missing name fails the command");
+    assert!(
+        stdout.contains(&format!("Snapshot {first} deleted.")),
+        "{stdout}"
+    );
+    assert!(stderr.contains("no-such-snapshot"), "{stderr}");
+    assert!(!dir.join(&first).exists());
+    assert_eq!(
+        names_in(&list_json(&server)),
+        [second.clone(), third.clone()]
+    );
+
+    // prune with retention 1 keeps only the newest of this name.
+    let other_name = save(&server, &["--name", "keep-me"]);
+    let pruned = snapshot_ok(&server, &["prune", "--snapshot-retention", "1"]);
+    assert!(
+        pruned.contains(&format!("Snapshot {second} pruned.")),
+        "{pruned}"
+    );
+    assert_eq!(
+        names_in(&list_json(&server)),
+        [other_name.clone(), third.clone()]
+    );
+    assert_eq!(files_in(&dir), [other_name, third]);
+}
+
+#[tokio::test]
+async fn a_saved_snapshot_restores_the_keys_written_before_it() {
+    let mut source = first_server("node-1", &[]).await;
+    source.etcdctl_ok(&["put", "/registry/before", "saved"]);
+    let name = save(&source, &[]);
+    source.etcdctl_ok(&["put", "/registry/after", "not-saved"]);
+    let file = snapshot_dir(&source).join(&name);
+    let file_arg = file.to_str().expect("utf-8 path").to_string();
+    let token = std::fs::read_to_string(source.token_file()).expect("token file");
+    source.kill9();
+
+    let mut restored = K3rsServer::new("127.0.0.1", "restored", Ports::pick());
+    restored.start(&[
+        "--cluster-reset",
+        "--cluster-reset-restore-path",
+        &file_arg,
+        "--token",
+        token.trim(),
+    ]);
+    let status = restored.wait_exit(RESET_TIMEOUT).await;
+    assert!(status.success(), "restore failed: {}", restored.logs());
+    restored.start(&[]);
+    restored.wait_healthy(READY).await;
+    let before = restored.etcdctl_ok(&["get", "/registry/before", "--print-value-only"]);
+    assert_eq!(before.trim(), "saved");
+    let after = restored.etcdctl_ok(&["get", "/registry/after", "--print-value-only"]);
+    assert_eq!(after.trim(), "", "a write after the save is not in it");
+}
+
+#[tokio::test]
+async fn a_wrong_token_or_no_server_is_refused_and_nothing_changes() {
+    let mut server = first_server("node-1", &[]).await;
+    let kept = save(&server, &[]);
+    let dir = snapshot_dir(&server);
+    let files = files_in(&dir);
+    for args in [
+        vec!["save", "--etcd-token", "wrong-secret"],
+        vec!["delete", kept.as_str(), "--etcd-token", "wrong-secret"],
+        vec![
+            "prune",
+            "--snapshot-retention",
+            "1",
+            "--etcd-token",
+            "wrong-secret",
+        ],
+        vec!["ls", "--etcd-token", "wrong-secret"],
+    ] {
+        let output = snapshot_cli(&server, &args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} must be refused");
+        assert!(
+            stderr.contains("the token was refused"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(files_in(&dir), files, "nothing written or removed");
+    assert_eq!(names_in(&list_json(&server)), [kept]);
+
+    // Another node name than the server's: refused, naming both.
+    let output = snapshot_cli(&server, &["save", "--node-name", "node-9"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("node-9") && stderr.contains("node-1"),
+        "{stderr}"
+    );
+    assert_eq!(files_in(&dir), files);
+
+    server.kill9();
+    let output = snapshot_cli(&server, &["ls"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "is k3rs server running on {}",
+            server.supervisor_url()
+        )),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn scheduled_snapshots_fire_on_the_cron_and_keep_the_retention() {
+    let server = first_server(
+        "node-1",
+        &[
+            "--etcd-snapshot-schedule-cron",
+            "* * * * *",
+            "--etcd-snapshot-retention",
+            "2",
+            "--etcd-snapshot-name",
+            "sched",
+        ],
+    )
+    .await;
+    let dir = snapshot_dir(&server);
+    // Three saves need up to three minutes; each is followed by a prune to two.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let logs = server.logs();
+        let saved = logs.matches("scheduled snapshot saved").count();
+        let pruned = logs.matches("pruned by retention").count();
+        if saved >= 3 && pruned >= saved - 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not three scheduled snapshots and their prunes in time:\n{logs}"
+        );
+        sleep(Duration::from_secs(1)).await;
+    }
+    let files = files_in(&dir);
+    assert_eq!(files.len(), 2, "{files:?}");
+    for file in &files {
+        assert!(file.starts_with("sched-node-1-"), "{files:?}");
+    }
+    let mut listed = names_in(&list_json(&server));
+    listed.sort();
+    assert_eq!(listed, files, "ls lists exactly the files kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_on_another_server_lists_the_snapshots_of_the_cluster() {
+    let ports = Ports::pick();
+    let mut first = K3rsServer::new("127.0.0.1", "node-1", ports);
+    first.start(&["--cluster-init", "--etcd-disable-snapshots"]);
+    first.wait_healthy(READY).await;
+    let token_file = first.token_file().display().to_string();
+    let url = first.supervisor_url();
+    let mut second = K3rsServer::new("127.0.0.2", "node-2", ports);
+    second.start(&[
+        "--server",
+        &url,
+        "--token-file",
+        &token_file,
+        "--etcd-disable-snapshots",
+    ]);
+    second.wait_healthy(READY).await;
+
+    let name = save(&first, &[]);
+    let deadline = Instant::now() + READY;
+    let entry = loop {
+        let listed = list_json(&second);
+        if let Some(entry) = listed
+            .into_iter()
+            .find(|entry| entry["name"] == name.as_str())
+        {
+            break entry;
+        }
+        assert!(Instant::now() < deadline, "{name} never listed on node-2");
+        sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(entry["node"], "node-1", "{entry}");
+    let size = std::fs::metadata(snapshot_dir(&first).join(&name))
+        .expect("file")
+        .len();
+    assert_eq!(entry["size"].as_u64(), Some(size), "{entry}");
+
+    // node-2 cannot delete node-1's file; it says whose it is and nothing changes.
+    let output = snapshot_cli(&second, &["delete", &name]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("node-1"), "{stderr}");
+    assert!(snapshot_dir(&first).join(&name).exists());
+    assert_eq!(names_in(&list_json(&first)), [name]);
+}
