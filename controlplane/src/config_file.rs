@@ -10,8 +10,10 @@
 //!
 //! The files are turned into command-line arguments placed before the user's own, so clap
 //! parses them with the same validation and error messages as typed flags. A missing default
-//! file is not an error; a missing file named with `--config` is. Keys that are not flags of
-//! the command are reported as warnings and skipped (k3s shares one file between commands).
+//! file is not an error; a missing file named with `--config` is. A key matches a flag by its
+//! long name or an alias. Keys that are flags of another command are skipped silently (k3s
+//! shares one file between `server` and `etcd-snapshot`); other unknown keys are reported as
+//! warnings and skipped.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -32,21 +34,17 @@ pub struct Expanded {
     pub warnings: Vec<String>,
 }
 
-/// Expands `args` (program name first) for the subcommands of `root` that have a `config`
-/// argument; other command lines come back unchanged.
+/// Expands `args` (program name first) for the subcommands of `root` (at any depth, as
+/// `etcd-snapshot save`) that have a `config` argument; other command lines come back
+/// unchanged.
 pub fn expand(args: Vec<OsString>, root: &Command) -> Result<Expanded> {
-    let Some(subcommand) = args
-        .get(1)
-        .and_then(|name| name.to_str())
-        .and_then(|name| root.find_subcommand(name))
-        .filter(|command| command.get_arguments().any(|arg| arg.get_id() == "config"))
-    else {
+    let Some((depth, subcommand)) = configurable_subcommand(&args, root) else {
         return Ok(Expanded {
             args,
             warnings: Vec::new(),
         });
     };
-    let user_args = &args[2..];
+    let user_args = &args[depth + 1..];
     let (path, explicit) = match flag_value(user_args, subcommand, "config") {
         Some(path) => (PathBuf::from(path), true),
         None => match std::env::var_os(CONFIG_FILE_ENV) {
@@ -61,15 +59,21 @@ pub fn expand(args: Vec<OsString>, root: &Command) -> Result<Expanded> {
     for (key, values) in settings {
         let Some(arg) = subcommand
             .get_arguments()
-            .find(|arg| arg.get_long() == Some(key.as_str()))
+            .find(|arg| names_of(arg).any(|name| name == key))
         else {
-            expanded.warnings.push(format!(
-                "configuration key {key:?} is not a flag of `{}`; ignored",
-                subcommand.get_name()
-            ));
+            // The file is shared between commands: another command's flag is not a mistake.
+            if !is_flag_of_any(root, &key) {
+                expanded.warnings.push(format!(
+                    "configuration key {key:?} is not a flag of `{}`; ignored",
+                    subcommand.get_name()
+                ));
+            }
             continue;
         };
-        if on_command_line.iter().any(|flag| flag == &key) {
+        if on_command_line
+            .iter()
+            .any(|flag| names_of(arg).any(|name| name == flag))
+        {
             continue;
         }
         if matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse) {
@@ -85,10 +89,45 @@ pub fn expand(args: Vec<OsString>, root: &Command) -> Result<Expanded> {
             inserted.push(OsString::from(format!("--{key}={value}")));
         }
     }
-    expanded.args = args[..2].to_vec();
+    expanded.args = args[..depth + 1].to_vec();
     expanded.args.extend(inserted);
     expanded.args.extend(user_args.iter().cloned());
     Ok(expanded)
+}
+
+/// The subcommand named by the words after the program name that has a `config` argument,
+/// with the index of its name in `args`.
+fn configurable_subcommand<'a>(
+    args: &[OsString],
+    root: &'a Command,
+) -> Option<(usize, &'a Command)> {
+    let mut command = root;
+    let mut depth = 1;
+    loop {
+        let found = command.find_subcommand(args.get(depth)?.to_str()?)?;
+        if found.get_arguments().any(|arg| arg.get_id() == "config") {
+            return Some((depth, found));
+        }
+        command = found;
+        depth += 1;
+    }
+}
+
+/// The long name and aliases of `arg`.
+fn names_of(arg: &clap::Arg) -> impl Iterator<Item = &str> {
+    arg.get_long()
+        .into_iter()
+        .chain(arg.get_all_aliases().unwrap_or_default())
+}
+
+/// Whether `key` is a long flag (or alias) of `command` or of any of its subcommands.
+fn is_flag_of_any(command: &Command, key: &str) -> bool {
+    command
+        .get_arguments()
+        .any(|arg| names_of(arg).any(|name| name == key))
+        || command
+            .get_subcommands()
+            .any(|subcommand| is_flag_of_any(subcommand, key))
 }
 
 /// The merged settings of the configuration file and its `.d` directory, in first-seen key

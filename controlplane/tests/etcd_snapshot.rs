@@ -218,6 +218,44 @@ async fn a_saved_snapshot_restores_the_keys_written_before_it() {
 }
 
 #[tokio::test]
+async fn a_failed_save_is_recorded_and_a_vanished_file_is_no_longer_listed() {
+    let server = first_server("node-1", &[]).await;
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let not_a_dir = scratch.path().join("file");
+    std::fs::write(&not_a_dir, b"x").expect("write");
+    let bad_dir = not_a_dir.join("snapshots");
+    let output = snapshot_cli(
+        &server,
+        &["save", "--dir", bad_dir.to_str().expect("utf-8")],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the save must fail");
+    assert!(
+        stderr.contains("creating the snapshot directory") && stderr.contains("Not a directory"),
+        "{stderr}"
+    );
+    let listed = list_json(&server);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["status"], "failed", "{listed:?}");
+    assert!(
+        listed[0]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("Not a directory")),
+        "{listed:?}"
+    );
+    let table = snapshot_ok(&server, &["ls"]);
+    assert!(table.contains("failed"), "{table}");
+
+    // A snapshot whose file was removed by hand drops out of ls (its record is removed).
+    let name = save(&server, &[]);
+    std::fs::remove_file(snapshot_dir(&server).join(&name)).expect("remove");
+    let listed = list_json(&server);
+    assert!(!names_in(&listed).contains(&name), "{listed:?}");
+    let keys = server.etcdctl_ok(&["get", "/k3rs/etcd-snapshots/", "--prefix", "--keys-only"]);
+    assert!(!keys.contains(&name), "{keys}");
+}
+
+#[tokio::test]
 async fn a_wrong_token_or_no_server_is_refused_and_nothing_changes() {
     let mut server = first_server("node-1", &[]).await;
     let kept = save(&server, &[]);

@@ -134,3 +134,60 @@ fn commands_without_a_config_flag_are_left_alone() {
     let expanded = expand(args.clone(), &Cli::command()).expect("expands");
     assert_eq!(expanded.args, args);
 }
+
+#[test]
+fn etcd_snapshot_subcommands_read_the_shared_file() {
+    use crate::etcd_snapshot::cli::SnapshotCommand;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.yaml");
+    write(
+        &config,
+        "data-dir: /srv/k3rs\ncluster-init: true\netcd-snapshot-retention: 3\nno-such-flag: x\n",
+    );
+    let config = config.to_str().expect("utf-8");
+    let args = strings(&["k3rs", "etcd-snapshot", "prune", "--config", config]);
+    let expanded = expand(args, &Cli::command()).expect("expands");
+    // `cluster-init` is a server flag: no warning; an unknown key is still reported.
+    assert_eq!(expanded.warnings.len(), 1, "{:?}", expanded.warnings);
+    assert!(expanded.warnings[0].contains("no-such-flag"));
+    let matches = Cli::command()
+        .try_get_matches_from(expanded.args)
+        .expect("parses");
+    let Subcommand::EtcdSnapshot(snapshot) =
+        Cli::from_arg_matches(&matches).expect("converts").command
+    else {
+        panic!("not etcd-snapshot");
+    };
+    let SnapshotCommand::Prune(prune) = snapshot.command else {
+        panic!("not prune");
+    };
+    assert_eq!(
+        prune.common.data_dir.as_deref(),
+        Some(Path::new("/srv/k3rs"))
+    );
+    assert_eq!(prune.snapshot_retention, 3, "matched by its alias");
+
+    // A flag typed under its own name wins over the file's alias.
+    let args = strings(&[
+        "k3rs",
+        "etcd-snapshot",
+        "prune",
+        "-c",
+        config,
+        "--snapshot-retention",
+        "7",
+    ]);
+    let expanded = expand(args, &Cli::command()).expect("expands");
+    let matches = Cli::command()
+        .try_get_matches_from(expanded.args)
+        .expect("parses");
+    let Subcommand::EtcdSnapshot(snapshot) =
+        Cli::from_arg_matches(&matches).expect("converts").command
+    else {
+        panic!("not etcd-snapshot");
+    };
+    let SnapshotCommand::Prune(prune) = snapshot.command else {
+        panic!("not prune");
+    };
+    assert_eq!(prune.snapshot_retention, 7);
+}

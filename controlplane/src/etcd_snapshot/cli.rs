@@ -45,6 +45,11 @@ pub enum SnapshotCommand {
 /// The flags every subcommand takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
+    /// Load configuration from FILE, then FILE.d/*.yaml, as `k3rs server` does (keys of other
+    /// commands are ignored) [default: /etc/rancher/k3rs/config.yaml].
+    #[arg(long, short = 'c', env = "K3RS_CONFIG_FILE", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Folder holding the server's state (for its token) [default: /var/lib/rancher/k3rs as
     /// root, ~/.rancher/k3rs otherwise].
     #[arg(long, short = 'd', env = "K3RS_DATA_DIR")]

@@ -8,7 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -34,7 +34,10 @@ pub fn write_file<F>(dir: &Path, name: &str, write: F) -> Result<(PathBuf, u64)>
 where
     F: FnOnce(&mut BufWriter<File>) -> Result<()>,
 {
-    crate::member::create_private_dir(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
         .with_context(|| format!("creating the snapshot directory {}", dir.display()))?;
     let final_path = dir.join(name);
     if final_path.exists() {
