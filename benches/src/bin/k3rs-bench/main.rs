@@ -4,13 +4,17 @@
 //!
 //! Tests: `put-seq` (1 client), `put-16`, `put-64` (concurrent clients), `range-lin-16`,
 //! `range-ser-16` (single-key reads), `txn-16` (kube-apiserver's update shape: compare the mod
-//! revision, then put). Values are 256 bytes, keys k8s-like. Every test is bounded by its
-//! operation count and by `--max-seconds`.
+//! revision, then put), `list-paginated` (a full list of 10,000 keys in pages of 500 at one
+//! revision, as kube-apiserver lists) and `watch-latency` (put-to-event latency over many
+//! watchers). Values are 256 bytes, keys k8s-like. Every test is bounded by its operation
+//! count and by `--max-seconds`.
 //!
 //! Example: `k3rs-bench --endpoint http://127.0.0.1:2379 --ops 20000 put-64 range-lin-16`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use report::{report, Results};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -37,72 +41,42 @@ struct Args {
     /// Label printed with the results (e.g. the server's name).
     #[arg(long, default_value = "target")]
     label: String,
+    /// watch-latency: watchers on the watched prefix.
+    #[arg(long, default_value_t = 10_000)]
+    watchers: usize,
+    /// watch-latency: gRPC streams (connections) the watchers are spread over.
+    #[arg(long, default_value_t = 100)]
+    watch_streams: usize,
+    /// watch-latency: puts per second on the watched prefix.
+    #[arg(long, default_value_t = 100)]
+    watch_rate: u32,
+    /// watch-latency: puts made (bounded by the rate and --max-seconds).
+    #[arg(long, default_value_t = 1_000)]
+    watch_puts: usize,
     /// Tests to run (default: all).
     tests: Vec<String>,
 }
 
-const ALL_TESTS: [&str; 6] = [
+mod list;
+mod report;
+mod watch;
+
+const ALL_TESTS: [&str; 8] = [
     "put-seq",
     "put-16",
     "put-64",
     "range-lin-16",
     "range-ser-16",
     "txn-16",
+    "list-paginated",
+    "watch-latency",
 ];
 const VALUE_BYTES: usize = 256;
 const KEYSPACE: usize = 10_000;
+const KEY_PREFIX: &str = "/registry/pods/default/";
 
 fn key(n: usize) -> Vec<u8> {
-    format!("/registry/pods/default/pod-{:05}", n % KEYSPACE).into_bytes()
-}
-
-/// Latencies of one test, and its errors.
-#[derive(Default)]
-struct Results {
-    latencies: Vec<Duration>,
-    errors: usize,
-}
-
-fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((sorted.len() - 1) as f64 * fraction).round() as usize;
-    sorted[rank]
-}
-
-fn report(label: &str, test: &str, mut results: Results, elapsed: Duration) {
-    results.latencies.sort_unstable();
-    let done = results.latencies.len();
-    let ops_per_second = done as f64 / elapsed.as_secs_f64().max(f64::EPSILON);
-    let mean = if done == 0 {
-        Duration::ZERO
-    } else {
-        results.latencies.iter().sum::<Duration>() / done as u32
-    };
-    let micros = |d: Duration| d.as_secs_f64() * 1e6;
-    let p50 = percentile(&results.latencies, 0.50);
-    let p90 = percentile(&results.latencies, 0.90);
-    let p99 = percentile(&results.latencies, 0.99);
-    let max = results.latencies.last().copied().unwrap_or_default();
-    println!(
-        "{label:<10} {test:<14} {ops_per_second:>10.0} ops/s  mean {:>8.0}µs  p50 {:>8.0}µs  p90 {:>8.0}µs  p99 {:>8.0}µs  max {:>9.0}µs  errors {}",
-        micros(mean),
-        micros(p50),
-        micros(p90),
-        micros(p99),
-        micros(max),
-        results.errors
-    );
-    println!(
-        "JSON {{\"label\":\"{label}\",\"test\":\"{test}\",\"ops\":{done},\"ops_per_second\":{ops_per_second:.1},\"mean_us\":{:.1},\"p50_us\":{:.1},\"p90_us\":{:.1},\"p99_us\":{:.1},\"max_us\":{:.1},\"errors\":{}}}",
-        micros(mean),
-        micros(p50),
-        micros(p90),
-        micros(p99),
-        micros(max),
-        results.errors
-    );
+    format!("{KEY_PREFIX}pod-{:05}", n % KEYSPACE).into_bytes()
 }
 
 /// Runs `ops` operations over `clients` concurrent clients (each on its own connection).
@@ -254,7 +228,7 @@ async fn main() -> Result<()> {
     }
     if tests
         .iter()
-        .any(|t| t.starts_with("range") || t.starts_with("txn"))
+        .any(|t| t.starts_with("range") || t.starts_with("txn") || t.starts_with("list"))
     {
         preload(&args).await?;
     }
@@ -266,6 +240,16 @@ async fn main() -> Result<()> {
             "range-lin-16" => run_test(&args, test, 16, range_op(false)).await?,
             "range-ser-16" => run_test(&args, test, 16, range_op(true)).await?,
             "txn-16" => run_test(&args, test, 16, txn_op).await?,
+            "list-paginated" => run_test(&args, test, 1, list::list_op).await?,
+            "watch-latency" => {
+                let load = watch::WatchLoad {
+                    watchers: args.watchers,
+                    streams: args.watch_streams,
+                    puts_per_second: args.watch_rate,
+                    puts: args.watch_puts,
+                };
+                watch::run(&args.endpoint, &args.label, &load, args.max_seconds).await?
+            }
             other => bail!("unknown test {other:?}"),
         }
     }
