@@ -5,15 +5,18 @@
 # figures and the ratio of k3rs to each etcd and to the better of the two, plus idle RSS, RSS
 # after the load, start-up to a healthy cluster, the stripped binary size and the disk's fsync
 # floor.
-#   scripts/bench-compare.sh [--ops N] [--members 1|3|both] [--tests "put-64 watch-latency ..."]
+#   scripts/bench-compare.sh [--ops N] [--max-seconds S] [--members 1|3|both]
+#                            [--tests "put-64 watch-latency ..."]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OPS=10000
+MAX_SECONDS=30
 MEMBERS=both
 TESTS=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --ops) OPS="$2"; shift 2 ;;
+    --max-seconds) MAX_SECONDS="$2"; shift 2 ;;
     --members) MEMBERS="$2"; shift 2 ;;
     --tests) TESTS="$2"; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -70,7 +73,8 @@ run_cluster() {
   sleep 1
   local idle=$(rss_kib "${pids[0]}")
   # shellcheck disable=SC2086
-  "$BIN/k3rs-bench" --endpoint "${endpoints[0]}" --ops "$OPS" --label "$label" $TESTS | tee -a "$WORK/$label.out"
+  "$BIN/k3rs-bench" --endpoint "${endpoints[0]}" --ops "$OPS" --max-seconds "$MAX_SECONDS" \
+    --label "$label" $TESTS | tee -a "$WORK/$label.out"
   local loaded=$(rss_kib "${pids[0]}")
   kill -TERM "${pids[@]}"; wait "${pids[@]}" || true
   python3 -c "print('JSON {\"label\":\"$label\",\"test\":\"startup\",\"startup_ms\":%.0f,\"idle_rss_kib\":$idle,\"rss_after_load_kib\":$loaded}' % (($up-$started)*1000))" | tee -a "$WORK/$label.out"

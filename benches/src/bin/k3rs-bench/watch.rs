@@ -67,12 +67,9 @@ pub async fn run(endpoint: &str, label: &str, load: &WatchLoad, max_seconds: u64
             .connect()
             .await
             .with_context(|| format!("connecting to {endpoint}"))?;
+        // The create requests are queued before the call: etcd (grpc-go) sends the response
+        // headers only once the first watch exists, so the call would not return before.
         let (requests, outgoing) = mpsc::channel(watchers.max(1));
-        let mut responses = WatchClient::new(channel)
-            .watch(ReceiverStream::new(outgoing))
-            .await
-            .context("opening a watch stream")?
-            .into_inner();
         for _ in 0..watchers {
             let create = WatchCreateRequest {
                 key: WATCH_PREFIX.as_bytes().to_vec(),
@@ -84,8 +81,13 @@ pub async fn run(endpoint: &str, label: &str, load: &WatchLoad, max_seconds: u64
                     request_union: Some(RequestUnion::CreateRequest(create)),
                 })
                 .await
-                .context("creating a watch")?;
+                .context("queueing a watch creation")?;
         }
+        let mut responses = WatchClient::new(channel)
+            .watch(ReceiverStream::new(outgoing))
+            .await
+            .context("opening a watch stream")?
+            .into_inner();
         let mut created = 0;
         while created < watchers {
             let response = responses
