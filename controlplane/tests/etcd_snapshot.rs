@@ -82,20 +82,6 @@ fn snapshot_dir(server: &K3rsServer) -> PathBuf {
         .join("snapshots")
 }
 
-/// Every entry of `dir` (hidden ones too), sorted.
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|entry| entry.ok())
-                .map(|entry| entry.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 /// A new single server; with no `args`, scheduled snapshots are off so that only the test's
 /// own snapshots exist.
 async fn first_server(node_name: &str, args: &[&str]) -> K3rsServer {
@@ -185,7 +171,7 @@ async fn saved_snapshots_are_listed_deleted_and_pruned_on_the_server() {
         names_in(&list_json(&server)),
         [other_name.clone(), third.clone()]
     );
-    assert_eq!(files_in(&dir), [other_name, third]);
+    assert_eq!(common::sorted_entries(&dir), [other_name, third]);
 }
 
 #[tokio::test]
@@ -260,7 +246,7 @@ async fn a_wrong_token_or_no_server_is_refused_and_nothing_changes() {
     let mut server = first_server("node-1", &[]).await;
     let kept = save(&server, &[]);
     let dir = snapshot_dir(&server);
-    let files = files_in(&dir);
+    let files = common::sorted_entries(&dir);
     for args in [
         vec!["save", "--etcd-token", "wrong-secret"],
         vec!["delete", kept.as_str(), "--etcd-token", "wrong-secret"],
@@ -281,7 +267,11 @@ async fn a_wrong_token_or_no_server_is_refused_and_nothing_changes() {
             "{args:?}: {stderr}"
         );
     }
-    assert_eq!(files_in(&dir), files, "nothing written or removed");
+    assert_eq!(
+        common::sorted_entries(&dir),
+        files,
+        "nothing written or removed"
+    );
     assert_eq!(names_in(&list_json(&server)), [kept]);
 
     // Another node name than the server's: refused, naming both.
@@ -292,7 +282,7 @@ async fn a_wrong_token_or_no_server_is_refused_and_nothing_changes() {
         stderr.contains("node-9") && stderr.contains("node-1"),
         "{stderr}"
     );
-    assert_eq!(files_in(&dir), files);
+    assert_eq!(common::sorted_entries(&dir), files);
 
     server.kill9();
     let output = snapshot_cli(&server, &["ls"]);
@@ -337,7 +327,7 @@ async fn scheduled_snapshots_fire_on_the_cron_and_keep_the_retention() {
         );
         sleep(Duration::from_secs(1)).await;
     }
-    let files = files_in(&dir);
+    let files = common::sorted_entries(&dir);
     assert_eq!(files.len(), 2, "{files:?}");
     for file in &files {
         assert!(file.starts_with("sched-node-1-"), "{files:?}");

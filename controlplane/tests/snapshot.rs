@@ -114,19 +114,6 @@ fn ends_in_its_sha256(bytes: &[u8]) -> bool {
     Sha256::digest(body).as_slice() == digest
 }
 
-fn db_entries(db: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(db)
-        .map(|entries| {
-            entries
-                .filter_map(|entry| entry.ok())
-                .map(|entry| entry.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 fn db_dir(server: &K3rsServer) -> std::path::PathBuf {
     server.data_dir().join("server").join("db")
 }
@@ -226,7 +213,7 @@ async fn a_corrupt_snapshot_is_refused_and_the_old_data_stays() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     std::fs::write(&file, &bytes).expect("write the corrupt copy");
-    let entries = db_entries(&db_dir(&server));
+    let entries = common::sorted_entries(&db_dir(&server));
 
     let (ok, output) = run_to_exit(
         &mut server,
@@ -237,7 +224,7 @@ async fn a_corrupt_snapshot_is_refused_and_the_old_data_stays() {
     assert!(output.contains("damaged"), "{output}");
     assert!(output.contains("nothing was changed"), "{output}");
     assert_eq!(
-        db_entries(&db_dir(&server)),
+        common::sorted_entries(&db_dir(&server)),
         entries,
         "no directory added or moved"
     );

@@ -82,7 +82,7 @@ impl Records<'_> {
     pub async fn list(&self) -> Result<(Vec<SnapshotRecord>, Option<String>)> {
         let mut request = RangeRequest {
             key: RECORD_PREFIX.as_bytes().to_vec(),
-            range_end: prefix_end(RECORD_PREFIX.as_bytes()),
+            range_end: raftstore::mvcc::tree_index::prefix_end(RECORD_PREFIX.as_bytes()),
             ..Default::default()
         };
         let (response, warning) = match self.handle.range(request.clone()).await {
@@ -116,18 +116,6 @@ impl Records<'_> {
     }
 }
 
-/// The end of the range of keys starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +139,5 @@ mod tests {
             serde_json::from_str::<SnapshotRecord>(&json).expect("decodes"),
             record
         );
-        assert_eq!(prefix_end(b"/k3rs/"), b"/k3rs0");
     }
 }

@@ -337,6 +337,20 @@ impl Drop for TestServer {
 }
 
 /// A client of `endpoint` (`127.0.0.1:PORT`) with bounded connect and request times.
+/// Every entry of `dir` (hidden ones too), sorted; none when it cannot be read.
+pub fn sorted_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok())
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 pub async fn connect(endpoint: &str) -> Client {
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(5))

@@ -30,6 +30,20 @@ pub fn range_end_of(range_end: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// The `range_end` that selects every key starting with `prefix` (etcd's `--prefix`): the
+/// prefix with its last byte below 0xff incremented; `"\0"` (every key from `prefix` on) when
+/// there is none.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 impl TreeIndex {
     pub fn new() -> Self {
         Self::default()
@@ -187,6 +201,14 @@ mod tests {
         assert_eq!(range_end_of(b"\0"), Some(&b""[..]));
         assert_eq!(range_end_of(b"z"), Some(&b"z"[..]));
         assert_eq!(range_end_of(b"\0\0"), Some(&b"\0\0"[..]));
+    }
+
+    #[test]
+    fn prefix_end_increments_the_last_byte_below_0xff() {
+        assert_eq!(prefix_end(b"/k3rs/"), b"/k3rs0");
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff"), b"\0");
+        assert_eq!(prefix_end(b""), b"\0");
     }
 
     #[test]

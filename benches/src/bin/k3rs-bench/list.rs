@@ -4,24 +4,13 @@
 
 use etcd_api::pb::etcdserverpb::kv_client::KvClient;
 use etcd_api::pb::etcdserverpb::RangeRequest;
+use raftstore::mvcc::tree_index::prefix_end;
 use tonic::transport::Channel;
 
 use crate::{BoxedOp, KEYSPACE, KEY_PREFIX};
 
 /// Keys per page (kube-apiserver's default chunk size is 500).
 const PAGE: i64 = 500;
-
-/// The first key after every key that starts with `prefix`.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
 
 pub fn list_op(mut client: KvClient<Channel>, _n: usize) -> BoxedOp {
     Box::pin(async move {

@@ -13,11 +13,11 @@ use etcd_api::pb::etcdserverpb::kv_client::KvClient;
 use etcd_api::pb::etcdserverpb::watch_client::WatchClient;
 use etcd_api::pb::etcdserverpb::watch_request::RequestUnion;
 use etcd_api::pb::etcdserverpb::{PutRequest, WatchCreateRequest, WatchRequest};
+use raftstore::mvcc::tree_index::prefix_end;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
-use crate::list::prefix_end;
 use crate::report::{report, Results};
 use crate::VALUE_BYTES;
 
