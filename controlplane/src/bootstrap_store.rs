@@ -101,14 +101,18 @@ pub fn recover_from_snapshot(
         return Ok(false);
     };
     let key = bootstrap_seal::bootstrap_key(&token.secret);
-    let mut stored =
-        snapshots::values_with_prefix(snapshot, bootstrap_seal::BOOTSTRAP_PREFIX.as_bytes())
-            .with_context(|| {
-                format!(
-                    "snapshot {} cannot be restored; nothing was changed",
-                    snapshot.display()
-                )
-            })?;
+    let mut stored = crate::etcd_snapshot::compress::read_snapshot(snapshot, |input| {
+        Ok(snapshots::values_with_prefix(
+            input,
+            bootstrap_seal::BOOTSTRAP_PREFIX.as_bytes(),
+        )?)
+    })
+    .with_context(|| {
+        format!(
+            "snapshot {} cannot be restored; nothing was changed",
+            snapshot.display()
+        )
+    })?;
     let Some(sealed) = stored.remove(key.as_bytes()) else {
         if !stored.is_empty() {
             bail!(

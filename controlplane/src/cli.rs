@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a server with the embedded etcd-compatible store (as `k3s server`).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Save, list, delete or prune snapshots through the running server (as `k3s
     /// etcd-snapshot`).
     EtcdSnapshot(crate::etcd_snapshot::cli::EtcdSnapshotArgs),

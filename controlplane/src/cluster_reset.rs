@@ -6,7 +6,9 @@
 //!   are applied first (the member runs alone, with no peers, until it caught up), then the
 //!   membership is reset in one synced write ([`raftstore::member_reset`]), so a restart keeps
 //!   the single-member cluster;
-//! - with a restore path the snapshot is verified completely before anything is created; the
+//! - with a restore path (a local file, plain or zipped, or with `--etcd-s3` the name of an
+//!   object, first downloaded into the snapshot directory) the snapshot is verified completely
+//!   before anything is created; the
 //!   new store is built in a staging directory next to `<data-dir>/server/db/etcd`; only once
 //!   it is complete is the old `etcd` directory moved to `etcd-old-<unix time>` and the staged
 //!   one put in its place. Any failure before that removes the staging directory and leaves the
@@ -23,6 +25,7 @@ use raftstore::engine::KvEngine;
 use raftstore::state_export::ImagePoint;
 
 use crate::member::MemberSettings;
+use crate::progress::{Progress, ProgressReader};
 
 /// How long the member may take to apply the committed entries of its log before a reset.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -35,7 +38,8 @@ pub struct ResetArgs {
     #[arg(long, env = "K3RS_CLUSTER_RESET")]
     pub cluster_reset: bool,
 
-    /// With --cluster-reset: restore this snapshot file instead of keeping the data.
+    /// With --cluster-reset: restore this snapshot instead of keeping the data: a file, or with
+    /// --etcd-s3 the name of a snapshot in the bucket.
     #[arg(
         long,
         env = "K3RS_CLUSTER_RESET_RESTORE_PATH",
@@ -55,7 +59,28 @@ impl ResetArgs {
 /// (certificates, token, member name), then resets or restores and returns without serving.
 /// A restore onto a data dir without certificates first takes the cluster's CAs back from
 /// the snapshot's bootstrap data (sealed with the token).
-pub async fn run_server(args: crate::cli::ServerArgs) -> Result<()> {
+pub async fn run_server(mut args: crate::cli::ServerArgs) -> Result<()> {
+    if let Some(name) = &args.reset.cluster_reset_restore_path {
+        let s3 = args
+            .snapshots
+            .s3
+            .config()
+            .context("checking the --etcd-s3 settings")?;
+        if let Some(s3) = s3 {
+            let name = name.to_str().context("the snapshot name is not UTF-8")?;
+            let dir = args.snapshots.snapshot_dir(&args.data_dir());
+            let store = crate::etcd_snapshot::s3::S3Store::connect(s3).await?;
+            let path = store.download(name, &dir).await.with_context(|| {
+                format!("downloading snapshot {name} to restore it; nothing was changed")
+            })?;
+            println!(
+                "k3rs: downloaded {} to {}.",
+                store.config().location_of(name),
+                path.display()
+            );
+            args.reset.cluster_reset_restore_path = Some(path);
+        }
+    }
     if let Some(path) = &args.reset.cluster_reset_restore_path {
         let tls_dir = crate::server_tls::TlsDir::under(&args.data_dir().join("server"));
         if !tls_dir.has_cluster_cas() {
@@ -103,12 +128,13 @@ fn next_steps(db_dir: &Path) -> String {
 
 /// `--cluster-reset --cluster-reset-restore-path PATH`.
 fn restore(path: &Path, settings: &MemberSettings) -> Result<()> {
-    let verified = snapshots::verify_file(path).with_context(|| {
-        format!(
-            "snapshot {} cannot be restored; nothing was changed",
-            path.display()
-        )
-    })?;
+    let verified = read_with_progress(path, "verifying", |input| Ok(snapshots::verify(input)?))
+        .with_context(|| {
+            format!(
+                "snapshot {} cannot be restored; nothing was changed",
+                path.display()
+            )
+        })?;
     let header = &verified.header;
     tracing::info!(
         snapshot = %path.display(),
@@ -207,11 +233,34 @@ fn build_staged(
         .engine
         .open(&engine_dir)
         .with_context(|| format!("creating the new store in {}", engine_dir.display()))?;
-    let restored = snapshots::import_file(path, engine.clone(), identity)
-        .with_context(|| format!("restoring snapshot {}", path.display()))?;
+    let restored = read_with_progress(path, "restoring", |input| {
+        Ok(snapshots::import(input, engine.clone(), identity)?)
+    })
+    .with_context(|| format!("restoring snapshot {}", path.display()))?;
     engine.sync().context("syncing the new store")?;
     tracing::info!(rows = restored.rows, dir = %staging.display(), "new store built");
     Ok(())
+}
+
+/// Runs `read` over the snapshot bytes of `path` (plain or zipped), showing progress.
+fn read_with_progress<T>(
+    path: &Path,
+    doing: &str,
+    read: impl FnOnce(&mut dyn std::io::Read) -> Result<T>,
+) -> Result<T> {
+    let zipped = crate::etcd_snapshot::compress::is_zip(path)?;
+    // The size of a zipped snapshot's content is not known up front.
+    let total = match zipped {
+        true => None,
+        false => std::fs::metadata(path).ok().map(|metadata| metadata.len()),
+    };
+    let label = format!("{doing} {}", path.display());
+    crate::etcd_snapshot::compress::read_snapshot(path, |input| {
+        let mut counted = ProgressReader::new(input, Progress::terminal_or_log(label, total));
+        let result = read(&mut counted)?;
+        counted.finish();
+        Ok(result)
+    })
 }
 
 /// `--cluster-reset` without a snapshot.

@@ -423,9 +423,9 @@ fn parse_https_url(url: &str) -> Result<(String, u16)> {
     Ok((host, uri.port_u16().unwrap_or(6443)))
 }
 
-/// A client config that accepts any server certificate: only for fetching `/cacerts`, whose
-/// content is then checked against the token.
-fn insecure_client_config() -> Result<rustls::ClientConfig> {
+/// A client config that accepts any server certificate: for fetching `/cacerts`, whose
+/// content is then checked against the token, and for `--etcd-s3-skip-ssl-verify`.
+pub(crate) fn insecure_client_config() -> Result<rustls::ClientConfig> {
     let provider = crypto_provider();
     Ok(
         rustls::ClientConfig::builder_with_provider(provider.clone())

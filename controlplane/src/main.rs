@@ -21,6 +21,7 @@ mod member;
 mod member_metrics;
 mod metrics_server;
 mod pki;
+mod progress;
 mod server;
 mod server_tls;
 mod supervisor;
@@ -49,9 +50,9 @@ async fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         cli::Command::Server(args) if args.reset.requested() => {
-            cluster_reset::run_server(args).await
+            cluster_reset::run_server(*args).await
         }
-        cli::Command::Server(args) => server::run(args).await,
+        cli::Command::Server(args) => server::run(*args).await,
         cli::Command::EtcdSnapshot(args) => etcd_snapshot::cli::run(args).await,
         cli::Command::Etcd(args) => match args.into_member_settings() {
             Ok(settings) => member::run(settings, None).await,

@@ -45,6 +45,11 @@ pub struct ServerPlan {
 
 /// Runs `k3rs server` until a signal stops it.
 pub async fn run(args: ServerArgs) -> Result<()> {
+    let s3 = args
+        .snapshots
+        .s3
+        .config()
+        .context("checking the --etcd-s3 settings")?;
     let plan = prepare(&args, OffsetDateTime::now_utc()).await?;
     let (serving_tx, serving_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -52,6 +57,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         args.node_name(),
         args.snapshots.snapshot_dir(&args.data_dir()),
         serving_rx.clone(),
+        s3,
     ));
     let supervisor = Arc::new(Supervisor {
         tls_dir: plan.tls_dir.clone(),

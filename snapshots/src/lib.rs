@@ -23,7 +23,7 @@ pub use error::SnapshotError;
 pub use format::SnapshotHeader;
 pub use lookup::values_with_prefix;
 pub use reader::{verify, SnapshotReader, Verified};
-pub use restore::{import, import_file, verify_file, Restored};
+pub use restore::{import, import_file, open_file, verify_file, Restored};
 pub use save::{encoded_len, header_of, write_view};
 pub use writer::{SnapshotWriter, Written};
 

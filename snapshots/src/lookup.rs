@@ -6,7 +6,7 @@
 //! the answer is given only once the whole file has been read and its digest checked.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::io::Read;
 
 use prost::Message as _;
 use raftstore::mvcc::revision::decode_row_key;
@@ -14,14 +14,13 @@ use raftstore::pb::mvccpb::KeyValue;
 
 use crate::error::SnapshotError;
 use crate::reader::SnapshotReader;
-use crate::restore::open_file;
 
-/// The live keys under `prefix` in the snapshot at `path`, with their values.
+/// The live keys under `prefix` in the snapshot read from `input`, with their values.
 pub fn values_with_prefix(
-    path: &Path,
+    input: impl Read,
     prefix: &[u8],
 ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, SnapshotError> {
-    let mut reader = SnapshotReader::open(open_file(path)?)?;
+    let mut reader = SnapshotReader::open(input)?;
     let mut live = BTreeMap::new();
     while let Some(image) = reader.next_data()? {
         let at = reader.offset();

@@ -31,7 +31,7 @@ pub struct Restored {
     pub rows: u64,
 }
 
-pub(crate) fn open_file(path: &Path) -> Result<BufReader<File>, SnapshotError> {
+pub fn open_file(path: &Path) -> Result<BufReader<File>, SnapshotError> {
     let file = File::open(path)
         .map_err(|err| SnapshotError::io(format!("opening snapshot {}", path.display()), err))?;
     Ok(BufReader::with_capacity(1 << 20, file))

@@ -296,7 +296,10 @@ fn live_keys_are_read_at_the_snapshot_revision_and_a_damaged_file_gives_no_answe
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("snap");
     std::fs::write(&path, &bytes).expect("write");
-    let live = |prefix: &[u8]| crate::values_with_prefix(&path, prefix).expect("reads");
+    let live = |prefix: &[u8]| {
+        crate::values_with_prefix(crate::restore::open_file(&path).expect("opens"), prefix)
+            .expect("reads")
+    };
     let all = live(b"");
     let keys: Vec<&[u8]> = all.keys().map(Vec::as_slice).collect();
     assert_eq!(keys, [b"a".as_slice(), b"b", b"d"], "c was deleted");
@@ -308,6 +311,7 @@ fn live_keys_are_read_at_the_snapshot_revision_and_a_damaged_file_gives_no_answe
     let middle = damaged.len() / 2;
     damaged[middle] ^= 0x40;
     std::fs::write(&path, &damaged).expect("write");
-    let err = crate::values_with_prefix(&path, b"b").expect_err("damaged");
+    let err = crate::values_with_prefix(crate::restore::open_file(&path).expect("opens"), b"b")
+        .expect_err("damaged");
     assert!(err.is_bad_snapshot(), "{err}");
 }

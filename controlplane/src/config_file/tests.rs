@@ -21,7 +21,7 @@ fn server_args(args: &[&str]) -> (ServerArgs, Vec<String>) {
         .try_get_matches_from(expanded.args)
         .expect("parses");
     match Cli::from_arg_matches(&matches).expect("converts").command {
-        Subcommand::Server(args) => (args, expanded.warnings),
+        Subcommand::Server(args) => (*args, expanded.warnings),
         other => panic!("not a server command: {other:?}"),
     }
 }

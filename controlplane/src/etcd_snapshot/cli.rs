@@ -16,6 +16,7 @@ use clap::{Subcommand, ValueEnum};
 
 use super::api::{SnapshotRequest, SnapshotResponse, SNAPSHOT_PATH};
 use super::records::{SnapshotRecord, SnapshotStatus};
+use super::s3_config::S3Args;
 use crate::join::SupervisorClient;
 use crate::token::{self, Token};
 
@@ -70,6 +71,10 @@ pub struct CommonArgs {
     /// The cluster token [default: read from <data-dir>/server/token].
     #[arg(long, env = "K3RS_ETCD_TOKEN", hide_env_values = true)]
     pub etcd_token: Option<String>,
+
+    /// S3 for this operation (the server's own --etcd-s3 setting is used when not given).
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,6 +87,13 @@ pub struct SaveArgs {
     /// Directory on the server to save to [default: the server's snapshot directory].
     #[arg(long, alias = "etcd-snapshot-dir", env = "K3RS_ETCD_SNAPSHOT_DIR")]
     pub dir: Option<PathBuf>,
+    /// Compress the snapshot (a zip with one entry, `.zip` suffix).
+    #[arg(
+        long,
+        alias = "etcd-snapshot-compress",
+        env = "K3RS_ETCD_SNAPSHOT_COMPRESS"
+    )]
+    pub snapshot_compress: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -134,16 +146,26 @@ pub async fn run(args: EtcdSnapshotArgs) -> Result<()> {
                 name: args.name,
                 dir: args.dir.map(absolute).transpose()?,
                 node_name: args.common.node_name.clone(),
+                compress: args.snapshot_compress,
+                s3: args.common.s3.config()?,
             };
             let response = ask(&args.common, &request).await?;
             for record in &response.snapshots {
-                println!("Snapshot {} saved.", record.name);
+                if record.is_s3() {
+                    println!("Snapshot {} uploaded to {}.", record.name, record.location);
+                } else {
+                    println!("Snapshot {} saved.", record.name);
+                }
             }
-            Ok(())
+            fail_on_errors(
+                &response,
+                "the snapshot was saved but not uploaded to S3".into(),
+            )
         }
         SnapshotCommand::Ls(args) => {
             let request = SnapshotRequest::List {
                 node_name: args.common.node_name.clone(),
+                s3: args.common.s3.config()?,
             };
             let response = ask(&args.common, &request).await?;
             let text = render(&response.snapshots, args.output)?;
@@ -155,21 +177,21 @@ pub async fn run(args: EtcdSnapshotArgs) -> Result<()> {
             let request = SnapshotRequest::Delete {
                 names: args.names,
                 node_name: args.common.node_name.clone(),
+                s3: args.common.s3.config()?,
             };
             let response = ask(&args.common, &request).await?;
             for record in &response.snapshots {
-                println!("Snapshot {} deleted.", record.name);
+                if record.is_s3() {
+                    println!("Snapshot {} deleted from {}.", record.name, record.location);
+                } else {
+                    println!("Snapshot {} deleted.", record.name);
+                }
             }
-            for error in &response.errors {
-                eprintln!("k3rs: {error}");
-            }
-            if !response.errors.is_empty() {
-                bail!(
-                    "{} of the snapshots named were not deleted",
-                    response.errors.len()
-                );
-            }
-            Ok(())
+            let failed = response.errors.len();
+            fail_on_errors(
+                &response,
+                format!("{failed} of the snapshots named were not deleted"),
+            )
         }
         SnapshotCommand::Prune(args) => {
             let request = SnapshotRequest::Prune {
@@ -177,13 +199,30 @@ pub async fn run(args: EtcdSnapshotArgs) -> Result<()> {
                 retention: args.snapshot_retention as usize,
                 dir: args.dir.map(absolute).transpose()?,
                 node_name: args.common.node_name.clone(),
+                s3: args.common.s3.config()?,
             };
             let response = ask(&args.common, &request).await?;
             for record in &response.snapshots {
-                println!("Snapshot {} pruned.", record.name);
+                if record.is_s3() {
+                    println!("Snapshot {} pruned from {}.", record.name, record.location);
+                } else {
+                    println!("Snapshot {} pruned.", record.name);
+                }
             }
             Ok(())
         }
+    }
+}
+
+/// Prints the response's errors and fails when there are any.
+fn fail_on_errors(response: &SnapshotResponse, failure: String) -> Result<()> {
+    for error in &response.errors {
+        eprintln!("k3rs: {error}");
+    }
+    if response.errors.is_empty() {
+        Ok(())
+    } else {
+        bail!(failure)
     }
 }
 

@@ -1,8 +1,9 @@
 //! The record of every snapshot, kept in the store so that `ls` on any server lists the
 //! snapshots of every server (k3s keeps ETCDSnapshotFile objects for this).
 //!
-//! One key per snapshot, `/k3rs/etcd-snapshots/<file name>`, holding a JSON
-//! [`SnapshotRecord`]. Guarantees: a record is written only through raft (so every member
+//! One key per snapshot, `/k3rs/etcd-snapshots/<file name>` for a file on a node and
+//! `/k3rs/etcd-snapshots/s3/<object name>` for a copy in S3 (names never hold a `/`, so the two
+//! never meet), holding a JSON [`SnapshotRecord`]. Guarantees: a record is written only through raft (so every member
 //! reads the same records); listing reads linearizably, falling back to this member's own
 //! state when no leader is known (it then says so in a warning); a record that does not
 //! decode is skipped with a warning, never fatal.
@@ -42,14 +43,25 @@ pub struct SnapshotRecord {
     pub message: String,
 }
 
+/// Where S3 records live, under [`RECORD_PREFIX`].
+const S3_RECORD_PREFIX: &str = "/k3rs/etcd-snapshots/s3/";
+
+impl SnapshotRecord {
+    /// Whether this is the record of a copy in S3 (location `s3://...`).
+    pub fn is_s3(&self) -> bool {
+        self.location.starts_with("s3://")
+    }
+}
+
 /// The records in the store of a running member.
 pub struct Records<'a> {
     pub handle: &'a NodeHandle,
 }
 
 impl Records<'_> {
-    fn key(name: &str) -> Vec<u8> {
-        format!("{RECORD_PREFIX}{name}").into_bytes()
+    fn key(name: &str, s3: bool) -> Vec<u8> {
+        let prefix = if s3 { S3_RECORD_PREFIX } else { RECORD_PREFIX };
+        format!("{prefix}{name}").into_bytes()
     }
 
     /// Writes (or replaces) `record`.
@@ -57,7 +69,7 @@ impl Records<'_> {
         let value = serde_json::to_vec(record).context("encoding the snapshot record")?;
         self.handle
             .put(PutRequest {
-                key: Self::key(&record.name),
+                key: Self::key(&record.name, record.is_s3()),
                 value,
                 ..Default::default()
             })
@@ -66,11 +78,12 @@ impl Records<'_> {
         Ok(())
     }
 
-    /// Removes the record of `name` (nothing when there is none).
-    pub async fn delete(&self, name: &str) -> Result<()> {
+    /// Removes the record of `name`, of a local file or an S3 copy (nothing when there is
+    /// none).
+    pub async fn delete(&self, name: &str, s3: bool) -> Result<()> {
         self.handle
             .delete_range(DeleteRangeRequest {
-                key: Self::key(name),
+                key: Self::key(name, s3),
                 ..Default::default()
             })
             .await

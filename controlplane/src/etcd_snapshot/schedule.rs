@@ -1,8 +1,10 @@
 //! Scheduled snapshots of `k3rs server` (`--etcd-snapshot-schedule-cron` and friends).
 //!
 //! Guarantees: at each time the cron expression names (UTC, computed from the wall clock and
-//! waited for with `tokio::time`), a serving voter saves `<name>-<node>-<unix time>` into the
-//! snapshot directory, then prunes this node's snapshots of that name to the retention; a
+//! waited for with `tokio::time`), a serving voter saves `<name>-<node>-<unix time>` (`.zip`
+//! with `--etcd-snapshot-compress`) into the snapshot directory, uploads it with `--etcd-s3`,
+//! then prunes this node's snapshots of that name to the retention (and S3's to
+//! `--etcd-s3-retention`); a
 //! learner, or a member not serving yet, skips that time. A failed save is logged (and
 //! recorded as failed by the save) and the schedule goes on. Nothing runs with
 //! `--etcd-disable-snapshots`.
@@ -15,6 +17,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use super::cron::Cron;
+use super::s3_config::S3Args;
 use super::service::SnapshotService;
 
 /// k3s's snapshot flags of `k3rs server`.
@@ -47,6 +50,13 @@ pub struct ScheduleArgs {
     /// Take no scheduled snapshots.
     #[arg(long, env = "K3RS_ETCD_DISABLE_SNAPSHOTS")]
     pub etcd_disable_snapshots: bool,
+
+    /// Compress snapshots (a zip with one entry, `.zip` suffix).
+    #[arg(long, env = "K3RS_ETCD_SNAPSHOT_COMPRESS")]
+    pub etcd_snapshot_compress: bool,
+
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 impl ScheduleArgs {
@@ -104,12 +114,18 @@ pub async fn run(
         if let Ok(early) = Duration::try_from(early) {
             tokio::time::sleep(early).await;
         }
-        take_one(&service, &args.etcd_snapshot_name, retention).await;
+        take_one(
+            &service,
+            &args.etcd_snapshot_name,
+            retention,
+            args.etcd_snapshot_compress,
+        )
+        .await;
     }
 }
 
 /// One scheduled snapshot and the prune after it.
-async fn take_one(service: &SnapshotService, name: &str, retention: usize) {
+async fn take_one(service: &SnapshotService, name: &str, retention: usize, compress: bool) {
     let Some(handle) = service.handle() else {
         tracing::info!("skipping a scheduled snapshot: the store is not serving yet");
         return;
@@ -118,16 +134,22 @@ async fn take_one(service: &SnapshotService, name: &str, retention: usize) {
         tracing::info!("skipping a scheduled snapshot: this member is a learner");
         return;
     }
-    match service.save(name, None).await {
-        Ok((record, _)) => {
-            tracing::info!(snapshot = %record.name, bytes = record.size, "scheduled snapshot saved")
+    let s3 = service.server_s3();
+    match service.save(name, None, compress, s3).await {
+        Ok(saved) => {
+            for record in saved.snapshots {
+                tracing::info!(snapshot = %record.name, location = %record.location, bytes = record.size, "scheduled snapshot saved");
+            }
+            for error in saved.errors {
+                tracing::warn!("scheduled snapshot: {error}");
+            }
         }
         Err(error) => {
             tracing::warn!("scheduled snapshot failed: {error}");
             return;
         }
     }
-    match service.prune(name, retention, None).await {
+    match service.prune(name, retention, None, s3).await {
         Ok(pruned) => {
             for record in pruned.snapshots {
                 tracing::info!(snapshot = %record.name, "pruned by retention");

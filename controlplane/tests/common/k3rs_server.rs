@@ -156,6 +156,15 @@ impl K3rsServer {
         etcdctl_with(&self.client_url(), Some(self), args)
     }
 
+    /// `etcdctl put KEY` with the value read from the file at `value` (values beyond the
+    /// 128 KiB limit of one command-line argument).
+    pub fn etcdctl_put_file(&self, key: &str, value: &std::path::Path) -> Output {
+        etcdctl_command(&self.client_url(), Some(self), Some(self), &["put", key])
+            .stdin(std::fs::File::open(value).expect("value file"))
+            .output()
+            .expect("running etcdctl")
+    }
+
     /// Like [`Self::etcdctl`], panicking with the output unless it succeeds.
     pub fn etcdctl_ok(&self, args: &[&str]) -> String {
         let output = self.etcdctl(args);
@@ -251,6 +260,18 @@ pub fn etcdctl_tls(
     client_of: Option<&K3rsServer>,
     args: &[&str],
 ) -> Output {
+    etcdctl_command(endpoint, ca_of, client_of, args)
+        .output()
+        .expect("running etcdctl")
+}
+
+/// The etcdctl command of [`etcdctl_tls`], to run with other stdio.
+pub fn etcdctl_command(
+    endpoint: &str,
+    ca_of: Option<&K3rsServer>,
+    client_of: Option<&K3rsServer>,
+    args: &[&str],
+) -> Command {
     let mut command = Command::new("etcdctl");
     command.env("ETCDCTL_API", "3").args([
         "--endpoints",
@@ -275,5 +296,6 @@ pub fn etcdctl_tls(
                 server.tls_file("etcd/client.key").display()
             ));
     }
-    command.args(args).output().expect("running etcdctl")
+    command.args(args);
+    command
 }

@@ -384,3 +384,5 @@ pub fn assert_grpc_error<T: std::fmt::Debug>(
 }
 pub mod cluster;
 pub mod k3rs_server;
+pub mod s3_server;
+pub mod snapshot_cli;
