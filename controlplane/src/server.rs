@@ -57,6 +57,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         args.node_name(),
         args.snapshots.snapshot_dir(&args.data_dir()),
         serving_rx.clone(),
+        args.snapshots.etcd_snapshot_compress,
         s3,
     ));
     let supervisor = Arc::new(Supervisor {

@@ -377,3 +377,63 @@ async fn s3_down_a_wrong_key_or_a_missing_bucket_is_refused_and_local_snapshots_
         "nothing restored"
     );
 }
+
+#[tokio::test]
+async fn a_server_with_etcd_s3_uploads_every_snapshot_and_ls_follows_the_bucket() {
+    let s3 = S3Server::start(&[BUCKET]).await;
+    let flags = s3.flags(BUCKET, "backups");
+    let server = first_server(
+        "node-1",
+        &with(
+            &["--etcd-disable-snapshots", "--etcd-snapshot-compress"],
+            &flags,
+        ),
+    )
+    .await;
+    server.etcdctl_ok(&["put", "/registry/k", "v"]);
+
+    // No S3 flags on the command line: the server's own setting applies.
+    let name = save(&server, &[]);
+    assert!(
+        name.ends_with(".zip"),
+        "{name}: --etcd-snapshot-compress is the server's default"
+    );
+    assert_eq!(s3.objects(BUCKET, "backups"), std::slice::from_ref(&name));
+
+    // An object another cluster put there is listed; a deleted object drops out of ls.
+    let foreign = "etcd-snapshot-elsewhere-1700000000";
+    std::fs::write(s3.object_path(BUCKET, &format!("backups/{foreign}")), b"x").expect("object");
+    let listed = list_json(&server);
+    let location = |name: &str| format!("s3://{BUCKET}/backups/{name}");
+    let locations: Vec<&str> = listed
+        .iter()
+        .map(|entry| entry["location"].as_str().expect("location"))
+        .collect();
+    assert!(
+        locations.contains(&location(foreign).as_str()),
+        "{listed:?}"
+    );
+    assert!(locations.contains(&location(&name).as_str()), "{listed:?}");
+    std::fs::remove_file(s3.object_path(BUCKET, &format!("backups/{name}"))).expect("remove");
+    let listed = list_json(&server);
+    assert!(
+        !listed
+            .iter()
+            .any(|entry| entry["location"] == location(&name).as_str()),
+        "{listed:?}"
+    );
+    assert!(
+        listed.iter().any(|entry| entry["location"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("file://"))),
+        "the local copy stays listed: {listed:?}"
+    );
+
+    // delete of a name only in S3.
+    let output = snapshot_ok(&server, &["delete", foreign]);
+    assert!(
+        output.contains(&format!("Snapshot {foreign} deleted from s3://")),
+        "{output}"
+    );
+    assert!(s3.objects(BUCKET, "backups").is_empty());
+}

@@ -26,8 +26,9 @@ pub enum SnapshotRequest {
         dir: Option<PathBuf>,
         /// The node the CLI expects to talk to; refused when it is another.
         node_name: Option<String>,
+        /// Zip it; absent: the server's `--etcd-snapshot-compress`.
         #[serde(default)]
-        compress: bool,
+        compress: Option<bool>,
         #[serde(default)]
         s3: Option<S3Config>,
     },

@@ -146,7 +146,8 @@ pub async fn run(args: EtcdSnapshotArgs) -> Result<()> {
                 name: args.name,
                 dir: args.dir.map(absolute).transpose()?,
                 node_name: args.common.node_name.clone(),
-                compress: args.snapshot_compress,
+                // Not given: the server's --etcd-snapshot-compress decides.
+                compress: args.snapshot_compress.then_some(true),
                 s3: args.common.s3.config()?,
             };
             let response = ask(&args.common, &request).await?;

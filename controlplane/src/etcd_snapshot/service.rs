@@ -75,16 +75,19 @@ pub struct SnapshotService {
     member: watch::Receiver<Option<NodeHandle>>,
     /// The server's `--etcd-s3` setting.
     s3: Option<S3Config>,
+    /// The server's `--etcd-snapshot-compress`.
+    compress: bool,
     busy: Mutex<()>,
 }
 
 impl SnapshotService {
-    /// Snapshots of `node_name`, written to `default_dir` unless a request names another, and
-    /// to S3 with `s3`.
+    /// Snapshots of `node_name`, written to `default_dir` unless a request names another,
+    /// zipped with `compress` unless a request says, and to S3 with `s3`.
     pub fn new(
         node_name: String,
         default_dir: PathBuf,
         member: watch::Receiver<Option<NodeHandle>>,
+        compress: bool,
         s3: Option<S3Config>,
     ) -> Self {
         Self {
@@ -92,6 +95,7 @@ impl SnapshotService {
             default_dir,
             member,
             s3,
+            compress,
             busy: Mutex::new(()),
         }
     }
@@ -129,7 +133,10 @@ impl SnapshotService {
                 dir,
                 compress,
                 ..
-            } => self.save(&name, dir.as_deref(), compress, s3).await,
+            } => {
+                let compress = compress.unwrap_or(self.compress);
+                self.save(&name, dir.as_deref(), compress, s3).await
+            }
             SnapshotRequest::List { .. } => self.list(s3).await,
             SnapshotRequest::Delete { names, .. } => self.delete(&names, s3).await,
             SnapshotRequest::Prune {
