@@ -68,6 +68,12 @@ pub async fn run_server(mut args: crate::cli::ServerArgs) -> Result<()> {
             .context("checking the --etcd-s3 settings")?;
         if let Some(s3) = s3 {
             let name = name.to_str().context("the snapshot name is not UTF-8")?;
+            if name.contains('/') {
+                bail!(
+                    "with --etcd-s3, --cluster-reset-restore-path is the name of a snapshot in \
+                     the bucket (as `k3rs etcd-snapshot ls` shows it), not a path: {name:?}"
+                );
+            }
             let dir = args.snapshots.snapshot_dir(&args.data_dir());
             let store = crate::etcd_snapshot::s3::S3Store::connect(s3).await?;
             let path = store.download(name, &dir).await.with_context(|| {
