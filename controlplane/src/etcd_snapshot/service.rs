@@ -456,25 +456,23 @@ impl SnapshotService {
                 }
             }
             if let Some(bucket) = &bucket {
+                let here = bucket.config().location_of(name);
+                let recorded_here = s3_record.filter(|record| record.location == here);
                 if bucket.delete(name).await? {
                     found = true;
-                    let location = bucket.config().location_of(name);
-                    let deleted = s3_record
-                        .filter(|record| record.location == location)
-                        .cloned()
-                        .unwrap_or_else(|| {
-                            record_of_object(
-                                bucket.config(),
-                                &S3Snapshot {
-                                    name: name.clone(),
-                                    size: 0,
-                                    modified_unix: 0,
-                                },
-                            )
-                        });
+                    let deleted = recorded_here.cloned().unwrap_or_else(|| {
+                        record_of_object(
+                            bucket.config(),
+                            &S3Snapshot {
+                                name: name.clone(),
+                                size: 0,
+                                modified_unix: 0,
+                            },
+                        )
+                    });
                     response.snapshots.push(deleted);
                 }
-                if s3_record.is_some() {
+                if recorded_here.is_some() {
                     store.delete(name, true).await?;
                 }
             } else if let Some(record) = s3_record {
