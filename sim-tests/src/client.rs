@@ -19,8 +19,8 @@ use etcd_api::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use etcd_api::pb::etcdserverpb::request_op::Request as OpRequest;
 use etcd_api::pb::etcdserverpb::response_op::Response as OpResponse;
 use etcd_api::pb::etcdserverpb::{
-    Compare, DeleteRangeRequest, HashKvRequest, HashKvResponse, PutRequest, RangeRequest,
-    RangeResponse, RequestOp, TxnRequest,
+    CompactionRequest, Compare, DeleteRangeRequest, HashKvRequest, HashKvResponse,
+    MoveLeaderRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -65,8 +65,51 @@ impl EtcdClient {
         self.channels.len()
     }
 
+    /// The channel to `member` (modulo the member count).
+    pub fn channel(&self, member: usize) -> Channel {
+        self.channels[member % self.channels.len()].clone()
+    }
+
     fn kv(&self, member: usize) -> KvClient<Channel> {
-        KvClient::new(self.channels[member % self.channels.len()].clone())
+        KvClient::new(self.channel(member))
+    }
+
+    /// `member`'s current revision, from the header of a linearizable read.
+    pub async fn current_revision(&self, member: usize) -> Result<i64, String> {
+        let response = self
+            .kv(member)
+            .range(RangeRequest {
+                key: b"\0".to_vec(),
+                count_only: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|status| describe(&status))?
+            .into_inner();
+        Ok(header_revision(response.header.as_ref()))
+    }
+
+    /// KV.Compact at `revision` through `member`.
+    pub async fn compact(
+        &self,
+        member: usize,
+        revision: i64,
+        physical: bool,
+    ) -> Result<(), String> {
+        self.kv(member)
+            .compact(CompactionRequest { revision, physical })
+            .await
+            .map(|_| ())
+            .map_err(|status| describe(&status))
+    }
+
+    /// Maintenance.MoveLeader to member id `target_id`, sent to `member` (which must lead).
+    pub async fn move_leader(&self, member: usize, target_id: u64) -> Result<(), String> {
+        MaintenanceClient::new(self.channel(member))
+            .move_leader(MoveLeaderRequest { target_id })
+            .await
+            .map(|_| ())
+            .map_err(|status| describe(&status))
     }
 
     /// Sends `request` to `member`.
@@ -172,6 +215,10 @@ impl EtcdClient {
             Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
         }
     }
+}
+
+fn describe(status: &tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
 }
 
 fn header_revision(header: Option<&etcd_api::pb::etcdserverpb::ResponseHeader>) -> i64 {

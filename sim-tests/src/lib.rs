@@ -4,11 +4,15 @@
 //! run as turmoil hosts over [`net::TurmoilNet`] (etcd-api's `Net` seam) on turmoil's simulated
 //! network and clock, with the in-memory engine held outside each host so a crash loses
 //! exactly the unsynced writes ([`cluster`]). Clients ([`workload`]) send etcd and
-//! kube-apiserver traffic through the generated tonic clients and record a [`history`]; a
-//! [`nemesis`] applies faults chosen from the seed; [`check`] judges the history
-//! (linearizability per key, one global revision order) and [`audit`] the final state.
+//! kube-apiserver traffic through the generated tonic clients and record a [`history`];
+//! [`watcher`]s keep watches open and record every response ([`watch_log`]); a [`nemesis`]
+//! applies faults chosen from the seed, the [`operator`] the administrative ones; between
+//! steps a [`raft_observer`] checks raft safety and an [`archive`] collects every committed
+//! change; [`check`] judges the history (linearizability per key, one global revision order,
+//! no acknowledged write lost, watch guarantees) and [`audit`] the final state.
 //! [`run::run`] does all of it for one seed; the same seed always gives the same trace.
 
+pub mod archive;
 pub mod audit;
 pub mod check;
 pub mod client;
@@ -17,8 +21,12 @@ pub mod history;
 pub mod member;
 pub mod nemesis;
 pub mod net;
+pub mod operator;
+pub mod raft_observer;
 pub mod run;
 pub mod seeds;
+pub mod watch_log;
+pub mod watcher;
 pub mod workload;
 
 /// Sends the simulation's logs to the test output when `RUST_LOG` is set.

@@ -3,9 +3,15 @@
 //! During the safety phase it applies one fault at a time for a random duration, with a random
 //! pause between faults: a symmetric partition (a random minority cut off from the rest),
 //! isolating the current leader, crashing a member (the leader or another) and restarting it
-//! later with its unsynced writes lost, or raising network latency. At `heal_at` it undoes
+//! later with its unsynced writes lost, raising network latency, pausing a member (the leader
+//! or another), transferring leadership, or compacting under load. At `heal_at` it undoes
 //! whatever is active — every member runs, every link delivers, latency is back to normal —
 //! and applies nothing more.
+//!
+//! A pause holds every link of the member, to members and clients alike: from outside it is a
+//! stopped process, whose peers and clients get its messages late, all at once, when it
+//! resumes (turmoil cannot stop one host's clock, so its timers keep running). Leader transfers
+//! and compactions are requests, carried out by the [`operator`](crate::operator).
 //!
 //! Partitions hold messages rather than drop them: turmoil's TCP does not retransmit, so a
 //! dropped segment would stall a connection forever, which real TCP (retransmitting until the
@@ -18,13 +24,20 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::cluster::SimCluster;
+use crate::operator::{AdminCommand, AdminQueue};
 
 /// How a fault is undone.
 #[derive(Debug)]
 enum Undo {
-    Release { a: Vec<usize>, b: Vec<usize> },
+    Release {
+        a: Vec<usize>,
+        b: Vec<usize>,
+    },
     Restart(usize),
     Latency,
+    Resume(String),
+    /// A request: nothing to undo.
+    Nothing,
 }
 
 /// The faults of one simulation.
@@ -38,6 +51,7 @@ pub struct Nemesis {
     base_latency: Duration,
     /// Every host of the simulation, members and clients.
     hosts: Vec<String>,
+    admin: AdminQueue,
     /// What was done and when, for the trace and for failure reports.
     pub log: Vec<String>,
 }
@@ -49,6 +63,7 @@ impl Nemesis {
         heal_at: Duration,
         base_latency: Duration,
         hosts: Vec<String>,
+        admin: AdminQueue,
     ) -> Self {
         Self {
             rng: StdRng::seed_from_u64(seed ^ 0x006e_656d_6573_6973),
@@ -59,6 +74,7 @@ impl Nemesis {
             healed: false,
             base_latency,
             hosts,
+            admin,
             log: Vec::new(),
         }
     }
@@ -98,7 +114,7 @@ impl Nemesis {
         let size = cluster.size();
         let members: Vec<usize> = (0..size).collect();
         let at = now.as_millis();
-        match self.rng.gen_range(0..5) {
+        match self.rng.gen_range(0..9) {
             0 => {
                 let minority = self.rng.gen_range(1..=(size - 1) / 2);
                 let mut shuffled = members.clone();
@@ -132,12 +148,56 @@ impl Nemesis {
                 cluster.crash(sim, victim, &self.hosts);
                 Undo::Restart(victim)
             }
-            _ => {
+            4 => {
                 let latency = Duration::from_millis(self.rng.gen_range(50..400));
                 self.log
                     .push(format!("{at}ms latency up to {}ms", latency.as_millis()));
                 sim.set_max_message_latency(latency);
                 Undo::Latency
+            }
+            5 => {
+                let victim = match cluster.leader() {
+                    Some(leader) if self.rng.gen_bool(0.5) => leader,
+                    _ => self.rng.gen_range(0..size),
+                };
+                let name = cluster.names[victim].clone();
+                self.log.push(format!("{at}ms pause {victim}"));
+                for other in self.hosts.iter().filter(|host| **host != name) {
+                    sim.hold(name.as_str(), other.as_str());
+                }
+                Undo::Resume(name)
+            }
+            6 => {
+                let target = self.rng.gen_range(0..size);
+                let target_id = cluster.disks[target]
+                    .handle
+                    .lock()
+                    .as_ref()
+                    .map(|handle| handle.member_id());
+                match (cluster.leader(), target_id) {
+                    (Some(via), Some(target_id)) if via != target => {
+                        self.log
+                            .push(format!("{at}ms transfer leadership {via} -> {target}"));
+                        self.admin.push(AdminCommand::MoveLeader {
+                            via,
+                            target,
+                            target_id,
+                        });
+                    }
+                    _ => self
+                        .log
+                        .push(format!("{at}ms no leadership transfer to {target}")),
+                }
+                Undo::Nothing
+            }
+            _ => {
+                let via = self.rng.gen_range(0..size);
+                let physical = self.rng.gen_bool(0.5);
+                self.log.push(format!(
+                    "{at}ms compact through {via} (physical {physical})"
+                ));
+                self.admin.push(AdminCommand::Compact { via, physical });
+                Undo::Nothing
             }
         }
     }
@@ -175,6 +235,13 @@ impl Nemesis {
                 sim.set_max_message_latency(self.base_latency);
                 self.log.push(format!("{at}ms latency back"));
             }
+            Undo::Resume(name) => {
+                for other in self.hosts.iter().filter(|host| **host != name) {
+                    sim.release(name.as_str(), other.as_str());
+                }
+                self.log.push(format!("{at}ms resume {name}"));
+            }
+            Undo::Nothing => {}
         }
     }
 }

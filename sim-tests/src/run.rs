@@ -1,11 +1,16 @@
 //! Runs one seeded simulation end to end and judges it.
 //!
 //! Timeline (simulated time): the cluster starts and the clients start their workload at
-//! once; from [`FAULTS_FROM`] the nemesis applies faults for `safety`; then it heals everything
-//! and the workload goes on for `liveness`; then the auditor waits for the members to
-//! converge. The verdict collects every violation: checker findings (linearizability,
-//! revisions), two leaders in one term, a client that made no progress in the second half of
-//! the liveness phase, members that did not converge.
+//! once, the watchers open their first watches at seeded times in the first 10 s; from
+//! [`FAULTS_FROM`] the nemesis applies faults for `safety` (the operator carrying out its
+//! leader transfers and compactions); then it heals everything and the workload goes on for
+//! `liveness`; then the auditor waits for the members to converge, gives the watchers
+//! [`WATCH_CATCH_UP`] to catch up and ends the run. Between steps the raft statuses are
+//! checked ([`RaftObserver`]) and the committed changes archived ([`Archive`]). The verdict
+//! collects every violation: linearizability and revision checks of the KV history, watch
+//! guarantees, acknowledged writes missing from the committed history, raft safety, members
+//! disagreeing on a revision, a client that made no progress in the second half of the
+//! liveness phase, members whose MVCC states did not converge.
 //!
 //! Determinism: turmoil's RNG (hence tokio's, with `tokio_unstable`), the workload's, the
 //! nemesis's and the members' election timeouts all derive from the one seed; the
@@ -13,7 +18,6 @@
 //! the final state, so two runs of a seed can be compared.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,12 +25,20 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use parking_lot::Mutex;
 use raftstore::node::config::InjectedFaults;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
+use crate::archive::Archive;
+use crate::audit::Verdict;
 use crate::check::check_history;
 use crate::client::EtcdClient;
 use crate::cluster::SimCluster;
 use crate::history::{History, Operation, Outcome, Request};
 use crate::nemesis::Nemesis;
+use crate::operator::{run_operator, AdminQueue};
+use crate::raft_observer::RaftObserver;
+use crate::watch_log::{Reply, WatchLogs, WatchRecord};
+use crate::watcher::{run_watcher, WatcherSpec};
 use crate::workload::{run_workload, WorkloadSpec};
 
 /// When the nemesis starts.
@@ -38,6 +50,10 @@ pub const MAX_LATENCY: Duration = Duration::from_millis(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the auditor waits for the members to converge.
 pub const CONVERGE_WITHIN: Duration = Duration::from_secs(15);
+/// How long watchers get to catch up once the members converged.
+pub const WATCH_CATCH_UP: Duration = Duration::from_secs(2);
+/// Watchers open their first watch within this time of the start.
+pub const WATCHES_OPEN_WITHIN: Duration = Duration::from_secs(10);
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -45,6 +61,8 @@ pub struct SimSpec {
     pub seed: u64,
     pub members: usize,
     pub clients: usize,
+    /// Watch clients, each with one logical watch open at a time.
+    pub watchers: usize,
     pub keys: usize,
     /// How long faults are applied.
     pub safety: Duration,
@@ -54,12 +72,14 @@ pub struct SimSpec {
 }
 
 impl SimSpec {
-    /// The CI shape: `members` members, 3 clients, 4 keys, 15 s of faults, 10 s healed.
+    /// The CI shape: `members` members, 3 clients, 3 watchers, 4 keys, 15 s of faults, 10 s
+    /// healed.
     pub fn new(seed: u64, members: usize) -> Self {
         Self {
             seed,
             members,
             clients: 3,
+            watchers: 3,
             keys: 4,
             safety: Duration::from_secs(15),
             liveness: Duration::from_secs(10),
@@ -76,6 +96,9 @@ pub struct SimReport {
     pub operations: usize,
     pub succeeded: usize,
     pub unknown: usize,
+    /// Logical watches opened, and events they got.
+    pub watches: usize,
+    pub watch_events: usize,
     pub faults: Vec<String>,
     pub leaders: Vec<String>,
     pub violations: Vec<String>,
@@ -91,11 +114,14 @@ impl SimReport {
     /// A short account, for logs and failure messages.
     pub fn summary(&self) -> String {
         format!(
-            "seed {}: {} operations ({} ok, {} unknown), {} faults, trace {:016x}, {} violations",
+            "seed {}: {} operations ({} ok, {} unknown), {} watches ({} events), {} faults, \
+             trace {:016x}, {} violations",
             self.seed,
             self.operations,
             self.succeeded,
             self.unknown,
+            self.watches,
+            self.watch_events,
             self.faults.len(),
             self.trace_hash,
             self.violations.len()
@@ -142,32 +168,84 @@ pub fn run(spec: &SimSpec) -> Result<SimReport> {
             done
         });
     }
-    let audit: Arc<Mutex<Option<crate::audit::Verdict>>> = Arc::default();
+    let logs = WatchLogs::default();
+    let (done, watching) = tokio::sync::watch::channel(false);
+    let mut open_times = StdRng::seed_from_u64(spec.seed ^ 0x0077_6174_6368);
+    for watcher in 0..spec.watchers {
+        let watcher_spec = WatcherSpec {
+            watcher,
+            seed: spec
+                .seed
+                .wrapping_mul(7_000_003)
+                .wrapping_add(watcher as u64),
+            keys: keys.clone(),
+            open_at: Duration::from_millis(
+                open_times.gen_range(0..WATCHES_OPEN_WITHIN.as_millis() as u64),
+            ),
+        };
+        let names = cluster.names.clone();
+        let logs = logs.clone();
+        let watching = watching.clone();
+        sim.client(format!("w{}", watcher + 1).as_str(), async move {
+            let etcd =
+                EtcdClient::new(&names, CONNECT_TIMEOUT).map_err(|err| format!("{err:#}"))?;
+            run_watcher(watcher_spec, etcd, logs, watching).await;
+            let done: turmoil::Result = Ok(());
+            done
+        });
+    }
+    let admin = AdminQueue::default();
     {
         let names = cluster.names.clone();
+        let admin = admin.clone();
+        sim.client("op", async move {
+            let etcd =
+                EtcdClient::new(&names, CONNECT_TIMEOUT).map_err(|err| format!("{err:#}"))?;
+            run_operator(etcd, admin, stop_at).await;
+            let done: turmoil::Result = Ok(());
+            done
+        });
+    }
+    let audit: Arc<Mutex<Option<Verdict>>> = Arc::default();
+    {
+        let names = cluster.names.clone();
+        let disks = cluster.disks.clone();
         let audit = audit.clone();
         sim.client("auditor", async move {
             tokio::time::sleep(stop_at + CONNECT_TIMEOUT).await;
             let etcd =
                 EtcdClient::new(&names, CONNECT_TIMEOUT).map_err(|err| format!("{err:#}"))?;
-            let verdict = crate::audit::converge(etcd, stop_at + CONVERGE_WITHIN).await;
+            let verdict = crate::audit::converge(etcd, disks, stop_at + CONVERGE_WITHIN).await;
             *audit.lock() = Some(verdict);
-            let done: turmoil::Result = Ok(());
-            done
+            tokio::time::sleep(WATCH_CATCH_UP).await;
+            done.send_replace(true);
+            let finished: turmoil::Result = Ok(());
+            finished
         });
     }
 
     let mut hosts = cluster.names.clone();
     hosts.extend((1..=spec.clients).map(|client| format!("c{client}")));
+    hosts.extend((1..=spec.watchers).map(|watcher| format!("w{watcher}")));
+    hosts.push("op".to_string());
     hosts.push("auditor".to_string());
-    let mut nemesis = Nemesis::new(spec.seed, FAULTS_FROM, heal_at, MAX_LATENCY, hosts);
-    let mut observer = LeaderObserver::default();
+    let mut nemesis = Nemesis::new(
+        spec.seed,
+        FAULTS_FROM,
+        heal_at,
+        MAX_LATENCY,
+        hosts,
+        admin.clone(),
+    );
+    let mut raft = RaftObserver::default();
+    let mut archive = Archive::default();
     loop {
         let finished = sim
             .step()
             .map_err(|err| anyhow!("the simulation failed at {:?}: {err}", sim.elapsed()))?;
         let now = sim.elapsed();
-        observer.observe(now, &cluster);
+        raft.observe(now, &cluster.statuses());
+        archive.sample(&cluster);
         if finished {
             break;
         }
@@ -175,20 +253,56 @@ pub fn run(spec: &SimSpec) -> Result<SimReport> {
     }
 
     let operations = history.operations();
-    let mut violations = check_history(&operations);
-    violations.extend(observer.violations.iter().cloned());
-    violations.extend(liveness(&operations, spec, heal_at + spec.liveness / 2));
+    let records = logs.records();
     let audit = audit.lock().take();
-    match &audit {
-        Some(Ok(_)) => {}
-        Some(Err(err)) => violations.push(err.clone()),
-        None => violations.push("the auditor never finished".to_string()),
-    }
+    let mut violations = check_history(&operations);
+    violations.extend(raft.violations.iter().cloned());
+    violations.extend(archive.violations.iter().cloned());
+    violations.extend(crate::check::committed::check(
+        &operations,
+        &archive.revisions,
+    ));
+    violations.extend(liveness(&operations, spec, heal_at + spec.liveness / 2));
+    let compactions = admin.compactions();
+    let converged = match &audit {
+        Some(Ok(converged)) => Some(converged),
+        Some(Err(err)) => {
+            violations.push(err.clone());
+            None
+        }
+        None => {
+            violations.push("the auditor never finished".to_string());
+            None
+        }
+    };
+    let compact_revision = match converged {
+        Some(converged) => {
+            let acknowledged = compactions.iter().copied().max().unwrap_or(0);
+            if converged.state.compact_revision < acknowledged {
+                violations.push(format!(
+                    "the compact revision went back: {} at the end, {acknowledged} acknowledged",
+                    converged.state.compact_revision
+                ));
+            }
+            converged.state.compact_revision
+        }
+        None => compactions.iter().copied().max().unwrap_or(0),
+    };
+    violations.extend(crate::check::watch::check(
+        &records,
+        &crate::check::watch::Truth {
+            archive: &archive.revisions,
+            compact_revision,
+            converged_revision: converged.map(|converged| converged.state.revision),
+        },
+    ));
 
     let mut hasher = DefaultHasher::new();
     operations.hash(&mut hasher);
+    records.hash(&mut hasher);
     nemesis.log.hash(&mut hasher);
-    observer.log.hash(&mut hasher);
+    admin.outcomes().hash(&mut hasher);
+    raft.log.hash(&mut hasher);
     audit.hash(&mut hasher);
     let succeeded = operations
         .iter()
@@ -198,17 +312,33 @@ pub fn run(spec: &SimSpec) -> Result<SimReport> {
         .iter()
         .filter(|op| matches!(op.outcome, Some(Outcome::Unknown(_)) | None))
         .count();
+    let mut faults = nemesis.log;
+    faults.extend(admin.outcomes());
     Ok(SimReport {
         seed: spec.seed,
         trace_hash: hasher.finish(),
         operations: operations.len(),
         succeeded,
         unknown,
-        faults: nemesis.log,
-        leaders: observer.log,
+        watches: records.len(),
+        watch_events: watch_events(&records),
+        faults,
+        leaders: raft.log,
         violations,
         history: operations,
     })
+}
+
+fn watch_events(records: &[WatchRecord]) -> usize {
+    records
+        .iter()
+        .flat_map(|record| &record.segments)
+        .flat_map(|segment| &segment.replies)
+        .map(|reply| match reply {
+            Reply::Events { events, .. } => events.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Every client must have completed a write and a linearizable read invoked after `from`.
@@ -248,44 +378,4 @@ fn liveness(operations: &[Operation], spec: &SimSpec, from: Duration) -> Vec<Str
         }
     }
     violations
-}
-
-/// Watches the members' raft status between steps: logs leadership changes and checks that
-/// no two members lead in the same term.
-#[derive(Default)]
-struct LeaderObserver {
-    last: BTreeMap<usize, (u64, u64)>,
-    leader_of_term: BTreeMap<u64, usize>,
-    log: Vec<String>,
-    violations: Vec<String>,
-}
-
-impl LeaderObserver {
-    fn observe(&mut self, now: Duration, cluster: &SimCluster) {
-        for (member, status) in cluster.statuses() {
-            let seen = (status.leader_id, status.term);
-            if self.last.get(&member) == Some(&seen) {
-                continue;
-            }
-            self.last.insert(member, seen);
-            self.log.push(format!(
-                "{}ms member {member} term {} leader {:x}",
-                now.as_millis(),
-                status.term,
-                status.leader_id
-            ));
-            if status.is_leader() {
-                match self.leader_of_term.get(&status.term) {
-                    Some(other) if *other != member => self.violations.push(format!(
-                        "two leaders in term {}: members {other} and {member}",
-                        status.term
-                    )),
-                    Some(_) => {}
-                    None => {
-                        self.leader_of_term.insert(status.term, member);
-                    }
-                }
-            }
-        }
-    }
 }

@@ -17,6 +17,6 @@ pub fn seeds(ci: &[u64]) -> Vec<u64> {
 /// The line that tells how to replay `seed` of test `test` in target `target`.
 pub fn reproduce_line(target: &str, test: &str, seed: u64) -> String {
     format!(
-        "reproduce with: {SEED_VAR}={seed} cargo test --workspace --test {target} {test} -- --nocapture"
+        "reproduce with: {SEED_VAR}={seed} cargo test -p sim-tests --test {target} {test} -- --nocapture"
     )
 }

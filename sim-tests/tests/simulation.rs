@@ -38,6 +38,10 @@ fn run_seed(spec: &SimSpec) -> SimReport {
         ),
     };
     eprintln!("{} in {:.1?}", report.summary(), started.elapsed());
+    if std::env::var_os("SIM_VERBOSE").is_some() {
+        eprintln!("faults:\n  {}", report.faults.join("\n  "));
+        eprintln!("leaders:\n  {}", report.leaders.join("\n  "));
+    }
     report
 }
 

@@ -5,9 +5,14 @@
 //! linearizability is compositional, so each key is checked alone), then the cross-key
 //! revision checks of [`revisions`]. Serializable reads are left out of the linearizability
 //! check (they may be stale by design) and judged by the revision checks instead.
+//! [`committed`] (no acknowledged write missing from the committed history) and [`watch`]
+//! (etcd's watch guarantees) judge against the archive of committed changes; the run calls
+//! them.
 
+pub mod committed;
 pub mod register;
 pub mod revisions;
+pub mod watch;
 pub mod wgl;
 
 use std::collections::BTreeMap;

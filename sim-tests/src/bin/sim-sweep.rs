@@ -1,0 +1,114 @@
+//! `sim-sweep`: runs simulation seeds one after another until a count or a time budget runs
+//! out, and stops at the first failing seed with the line that replays it.
+//!
+//! Usage: `sim-sweep [--seeds N] [--minutes M] [--start-seed S] [--five-every K]`
+//! (defaults: 1000 seeds, no time limit, from seed 1000, every 4th seed on 5 members). A seed
+//! runs exactly as the CI suites run it (`SimSpec::new`), so the printed
+//! `reproduce with: SIM_SEED=...` line replays it in `cargo test -p sim-tests`. Exits 0 when
+//! every seed passed, 1 on a failure, 2 on bad arguments.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use sim_tests::run::{run, SimSpec};
+use sim_tests::seeds::reproduce_line;
+
+/// What to sweep.
+struct Sweep {
+    seeds: u64,
+    budget: Option<Duration>,
+    start_seed: u64,
+    five_every: u64,
+}
+
+fn parse(args: &[String]) -> Result<Sweep> {
+    let mut sweep = Sweep {
+        seeds: 1000,
+        budget: None,
+        start_seed: 1000,
+        five_every: 4,
+    };
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        let number = || -> Result<u64> {
+            value
+                .parse()
+                .with_context(|| format!("{flag} {value:?} is not a whole number"))
+        };
+        match flag.as_str() {
+            "--seeds" => sweep.seeds = number()?,
+            "--minutes" => sweep.budget = Some(Duration::from_secs(number()? * 60)),
+            "--start-seed" => sweep.start_seed = number()?,
+            "--five-every" => sweep.five_every = number()?,
+            other => bail!("unknown flag {other:?}"),
+        }
+    }
+    Ok(sweep)
+}
+
+/// How many members `seed` runs with, and the CI test that runs that shape.
+fn shape(sweep: &Sweep, seed: u64) -> (usize, &'static str) {
+    if sweep.five_every > 0 && seed.is_multiple_of(sweep.five_every) {
+        (5, "five_member_clusters")
+    } else {
+        (3, "three_member_clusters")
+    }
+}
+
+fn main() -> ExitCode {
+    sim_tests::init_logging();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sweep = match parse(&args) {
+        Ok(sweep) => sweep,
+        Err(err) => {
+            eprintln!("sim-sweep: {err:#}");
+            eprintln!(
+                "usage: sim-sweep [--seeds N] [--minutes M] [--start-seed S] [--five-every K]"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let started = Instant::now();
+    let mut passed = 0u64;
+    for seed in sweep.start_seed..sweep.start_seed.saturating_add(sweep.seeds) {
+        if sweep
+            .budget
+            .is_some_and(|budget| started.elapsed() >= budget)
+        {
+            println!("time budget spent");
+            break;
+        }
+        let (members, test) = shape(&sweep, seed);
+        let seed_started = Instant::now();
+        let failure = match run(&SimSpec::new(seed, members)) {
+            Ok(report) if report.passed() => {
+                println!(
+                    "{} ({members} members) in {:.1?}",
+                    report.summary(),
+                    seed_started.elapsed()
+                );
+                None
+            }
+            Ok(report) => Some(format!(
+                "{}\nfaults: {:?}\nviolations:\n  {}",
+                report.summary(),
+                report.faults,
+                report.violations.join("\n  ")
+            )),
+            Err(err) => Some(format!("seed {seed}: {err:#}")),
+        };
+        if let Some(failure) = failure {
+            println!("FAILED ({members} members): {failure}");
+            println!("{}", reproduce_line("simulation", test, seed));
+            println!("{passed} seeds passed before it");
+            return ExitCode::from(1);
+        }
+        passed += 1;
+    }
+    println!("{passed} seeds passed in {:.1?}", started.elapsed());
+    ExitCode::SUCCESS
+}
