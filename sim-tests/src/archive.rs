@@ -11,6 +11,7 @@
 //! (it compacts at revisions at least a second old).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::cluster::SimCluster;
 use crate::watch_log::Event;
@@ -23,14 +24,17 @@ const MAX_VIOLATIONS: usize = 20;
 pub struct Archive {
     /// Main revision → its events, in sub-revision order, without `prev_kv`.
     pub revisions: BTreeMap<i64, Vec<Event>>,
+    /// Simulated time each revision was first seen applied (on any member).
+    pub first_seen: BTreeMap<i64, Duration>,
     /// Per member, the highest revision already read from it.
     cursors: BTreeMap<usize, i64>,
     pub violations: Vec<String>,
 }
 
 impl Archive {
-    /// Reads what every serving member applied since the last sample.
-    pub fn sample(&mut self, cluster: &SimCluster) {
+    /// Reads what every serving member applied since the last sample; `now` is the
+    /// simulated time.
+    pub fn sample(&mut self, now: Duration, cluster: &SimCluster) {
         for (index, disk) in cluster.disks.iter().enumerate() {
             let handle = disk.handle.lock().clone();
             let Some(handle) = handle else {
@@ -56,7 +60,7 @@ impl Archive {
                         by_revision.entry(event.revision()).or_default().push(event);
                     }
                     for (revision, events) in by_revision {
-                        self.merge(index, revision, events);
+                        self.merge(now, index, revision, events);
                     }
                 }
                 Err(err) => self.violate(format!(
@@ -67,7 +71,7 @@ impl Archive {
         }
     }
 
-    fn merge(&mut self, member: usize, revision: i64, events: Vec<Event>) {
+    fn merge(&mut self, now: Duration, member: usize, revision: i64, events: Vec<Event>) {
         match self.revisions.get(&revision) {
             Some(known) if *known != events => {
                 let message = format!(
@@ -79,6 +83,7 @@ impl Archive {
             Some(_) => {}
             None => {
                 self.revisions.insert(revision, events);
+                self.first_seen.insert(revision, now);
             }
         }
     }

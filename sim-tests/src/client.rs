@@ -70,7 +70,8 @@ impl EtcdClient {
         self.channels[member % self.channels.len()].clone()
     }
 
-    fn kv(&self, member: usize) -> KvClient<Channel> {
+    /// A KV client of `member`.
+    pub fn kv(&self, member: usize) -> KvClient<Channel> {
         KvClient::new(self.channel(member))
     }
 

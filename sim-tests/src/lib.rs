@@ -5,7 +5,8 @@
 //! network and clock, with the in-memory engine held outside each host so a crash loses
 //! exactly the unsynced writes ([`cluster`]). Clients ([`workload`]) send etcd and
 //! kube-apiserver traffic through the generated tonic clients and record a [`history`];
-//! [`watcher`]s keep watches open and record every response ([`watch_log`]); a [`nemesis`]
+//! [`watcher`]s keep watches open and record every response ([`watch_log`]), [`leases`]
+//! clients grant, keep alive, revoke and let expire leases with keys attached; a [`nemesis`]
 //! applies faults chosen from the seed, the [`operator`] the administrative ones; between
 //! steps a [`raft_observer`] checks raft safety and an [`archive`] collects every committed
 //! change; [`check`] judges the history (linearizability per key, one global revision order,
@@ -18,6 +19,7 @@ pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod history;
+pub mod leases;
 pub mod member;
 pub mod nemesis;
 pub mod net;

@@ -34,6 +34,7 @@ use crate::check::check_history;
 use crate::client::EtcdClient;
 use crate::cluster::SimCluster;
 use crate::history::{History, Operation, Outcome, Request};
+use crate::leases::{run_leases, LeaseLogs, LeaseSpec, KEEP_ALIVE_AT_MOST};
 use crate::nemesis::Nemesis;
 use crate::operator::{run_operator, AdminQueue};
 use crate::raft_observer::RaftObserver;
@@ -63,6 +64,8 @@ pub struct SimSpec {
     pub clients: usize,
     /// Watch clients, each with one logical watch open at a time.
     pub watchers: usize,
+    /// Lease clients.
+    pub lease_clients: usize,
     pub keys: usize,
     /// How long faults are applied.
     pub safety: Duration,
@@ -72,14 +75,15 @@ pub struct SimSpec {
 }
 
 impl SimSpec {
-    /// The CI shape: `members` members, 3 clients, 3 watchers, 4 keys, 15 s of faults, 10 s
-    /// healed.
+    /// The CI shape: `members` members, 3 clients, 3 watchers, 1 lease client, 4 keys, 15 s
+    /// of faults, 10 s healed.
     pub fn new(seed: u64, members: usize) -> Self {
         Self {
             seed,
             members,
             clients: 3,
             watchers: 3,
+            lease_clients: 1,
             keys: 4,
             safety: Duration::from_secs(15),
             liveness: Duration::from_secs(10),
@@ -96,9 +100,13 @@ pub struct SimReport {
     pub operations: usize,
     pub succeeded: usize,
     pub unknown: usize,
-    /// Logical watches opened, and events they got.
+    /// Logical watches opened, the streams they used, and events they got.
     pub watches: usize,
+    pub watch_streams: usize,
     pub watch_events: usize,
+    /// Leases granted, and of those, revoked by a client.
+    pub leases: usize,
+    pub revoked: usize,
     pub faults: Vec<String>,
     pub leaders: Vec<String>,
     pub violations: Vec<String>,
@@ -107,6 +115,27 @@ pub struct SimReport {
 }
 
 impl SimReport {
+    /// The report of a seed whose simulation broke (a member's raft loop failed or panicked):
+    /// a failure, with `why` as its one violation.
+    pub fn broken(seed: u64, why: String) -> Self {
+        Self {
+            seed,
+            trace_hash: 0,
+            operations: 0,
+            succeeded: 0,
+            unknown: 0,
+            watches: 0,
+            watch_streams: 0,
+            watch_events: 0,
+            leases: 0,
+            revoked: 0,
+            faults: Vec::new(),
+            leaders: Vec::new(),
+            violations: vec![format!("the simulation broke: {why}")],
+            history: Vec::new(),
+        }
+    }
+
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
     }
@@ -114,18 +143,38 @@ impl SimReport {
     /// A short account, for logs and failure messages.
     pub fn summary(&self) -> String {
         format!(
-            "seed {}: {} operations ({} ok, {} unknown), {} watches ({} events), {} faults, \
-             trace {:016x}, {} violations",
+            "seed {}: {} operations ({} ok, {} unknown), {} watches ({} streams, {} events), \
+             {} leases ({} revoked), {} faults, trace {:016x}, {} violations",
             self.seed,
             self.operations,
             self.succeeded,
             self.unknown,
             self.watches,
+            self.watch_streams,
             self.watch_events,
+            self.leases,
+            self.revoked,
             self.faults.len(),
             self.trace_hash,
             self.violations.len()
         )
+    }
+}
+
+/// Runs `spec`; a simulation that broke — [`run`] failed, or something in it panicked (raft-rs
+/// panics on a log that lost acknowledged entries) — is a failed report.
+pub fn run_judged(spec: &SimSpec) -> SimReport {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(spec))) {
+        Ok(Ok(report)) => report,
+        Ok(Err(err)) => SimReport::broken(spec.seed, format!("{err:#}")),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|message| message.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string());
+            SimReport::broken(spec.seed, format!("panicked: {message}"))
+        }
     }
 }
 
@@ -194,6 +243,27 @@ pub fn run(spec: &SimSpec) -> Result<SimReport> {
             done
         });
     }
+    let leases = LeaseLogs::default();
+    for lease_client in 0..spec.lease_clients {
+        let lease_spec = LeaseSpec {
+            client: lease_client,
+            seed: spec
+                .seed
+                .wrapping_mul(9_000_011)
+                .wrapping_add(lease_client as u64),
+            // Every lease ends (by its TTL of at most 4 s) well before the workload stops.
+            grant_until: stop_at.saturating_sub(KEEP_ALIVE_AT_MOST + Duration::from_secs(6)),
+        };
+        let names = cluster.names.clone();
+        let leases = leases.clone();
+        sim.client(format!("l{}", lease_client + 1).as_str(), async move {
+            let etcd =
+                EtcdClient::new(&names, CONNECT_TIMEOUT).map_err(|err| format!("{err:#}"))?;
+            run_leases(lease_spec, etcd, leases).await;
+            let done: turmoil::Result = Ok(());
+            done
+        });
+    }
     let admin = AdminQueue::default();
     {
         let names = cluster.names.clone();
@@ -227,6 +297,7 @@ pub fn run(spec: &SimSpec) -> Result<SimReport> {
     let mut hosts = cluster.names.clone();
     hosts.extend((1..=spec.clients).map(|client| format!("c{client}")));
     hosts.extend((1..=spec.watchers).map(|watcher| format!("w{watcher}")));
+    hosts.extend((1..=spec.lease_clients).map(|client| format!("l{client}")));
     hosts.push("op".to_string());
     hosts.push("auditor".to_string());
     let mut nemesis = Nemesis::new(
@@ -245,7 +316,7 @@ pub fn run(spec: &SimSpec) -> Result<SimReport> {
             .map_err(|err| anyhow!("the simulation failed at {:?}: {err}", sim.elapsed()))?;
         let now = sim.elapsed();
         raft.observe(now, &cluster.statuses());
-        archive.sample(&cluster);
+        archive.sample(now, &cluster);
         if finished {
             break;
         }
@@ -297,9 +368,20 @@ pub fn run(spec: &SimSpec) -> Result<SimReport> {
         },
     ));
 
+    let lease_records = leases.records();
+    violations.extend(crate::check::leases::check(
+        &lease_records,
+        &crate::check::leases::LeaseTruth {
+            archive: &archive.revisions,
+            first_seen: &archive.first_seen,
+            end: converged.map(|converged| &converged.state),
+        },
+    ));
+
     let mut hasher = DefaultHasher::new();
     operations.hash(&mut hasher);
     records.hash(&mut hasher);
+    lease_records.hash(&mut hasher);
     nemesis.log.hash(&mut hasher);
     admin.outcomes().hash(&mut hasher);
     raft.log.hash(&mut hasher);
@@ -321,7 +403,13 @@ pub fn run(spec: &SimSpec) -> Result<SimReport> {
         succeeded,
         unknown,
         watches: records.len(),
+        watch_streams: records.iter().map(|record| record.segments.len()).sum(),
         watch_events: watch_events(&records),
+        leases: lease_records.len(),
+        revoked: lease_records
+            .iter()
+            .filter(|lease| lease.revoke.is_some())
+            .count(),
         faults,
         leaders: raft.log,
         violations,

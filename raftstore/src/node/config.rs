@@ -52,6 +52,9 @@ pub struct InjectedFaults {
     /// Linearizable reads skip the ReadIndex round and read local state, as serializable ones
     /// do: a member cut off from the others then serves stale data.
     pub stale_linearizable_reads: bool,
+    /// Raft log appends and hard states are written but never fsynced: a crashed member comes
+    /// back without what it acknowledged (its votes, terms and entries).
+    pub skip_raft_log_fsync: bool,
 }
 
 impl Default for NodeConfig {

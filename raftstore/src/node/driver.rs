@@ -448,6 +448,19 @@ impl Driver {
         }
     }
 
+    /// Whether the test-only `skip_raft_log_fsync` fault is switched on (never without the
+    /// `fault-injection` feature).
+    fn skips_fsync_by_injected_fault(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        {
+            self.config.injected_faults.skip_raft_log_fsync
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            false
+        }
+    }
+
     fn on_ready(&mut self) -> Result<(), DriverError> {
         let mut ready: Ready = self.raw_node.ready();
         if !ready.messages().is_empty() {
@@ -458,9 +471,9 @@ impl Driver {
         }
         if !ready.entries().is_empty() || ready.hs().is_some() {
             let started = tokio::time::Instant::now();
-            self.log
-                .persist(ready.entries(), ready.hs(), ready.must_sync())?;
-            if ready.must_sync() {
+            let sync = ready.must_sync() && !self.skips_fsync_by_injected_fault();
+            self.log.persist(ready.entries(), ready.hs(), sync)?;
+            if sync {
                 self.metrics.wal_fsync.observe(started.elapsed());
             }
         }

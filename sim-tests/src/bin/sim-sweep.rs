@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use sim_tests::run::{run, SimSpec};
+use sim_tests::run::{run_judged, SimSpec};
 use sim_tests::seeds::reproduce_line;
 
 /// What to sweep.
@@ -84,22 +84,21 @@ fn main() -> ExitCode {
         }
         let (members, test) = shape(&sweep, seed);
         let seed_started = Instant::now();
-        let failure = match run(&SimSpec::new(seed, members)) {
-            Ok(report) if report.passed() => {
-                println!(
-                    "{} ({members} members) in {:.1?}",
-                    report.summary(),
-                    seed_started.elapsed()
-                );
-                None
-            }
-            Ok(report) => Some(format!(
+        let report = run_judged(&SimSpec::new(seed, members));
+        let failure = if report.passed() {
+            println!(
+                "{} ({members} members) in {:.1?}",
+                report.summary(),
+                seed_started.elapsed()
+            );
+            None
+        } else {
+            Some(format!(
                 "{}\nfaults: {:?}\nviolations:\n  {}",
                 report.summary(),
                 report.faults,
                 report.violations.join("\n  ")
-            )),
-            Err(err) => Some(format!("seed {seed}: {err:#}")),
+            ))
         };
         if let Some(failure) = failure {
             println!("FAILED ({members} members): {failure}");

@@ -5,11 +5,12 @@
 //! linearizability is compositional, so each key is checked alone), then the cross-key
 //! revision checks of [`revisions`]. Serializable reads are left out of the linearizability
 //! check (they may be stale by design) and judged by the revision checks instead.
-//! [`committed`] (no acknowledged write missing from the committed history) and [`watch`]
-//! (etcd's watch guarantees) judge against the archive of committed changes; the run calls
-//! them.
+//! [`committed`] (no acknowledged write missing from the committed history), [`watch`]
+//! (etcd's watch guarantees) and [`leases`] (no early expiry, revokes and ends) judge against
+//! the archive of committed changes; the run calls them.
 
 pub mod committed;
+pub mod leases;
 pub mod register;
 pub mod revisions;
 pub mod watch;
