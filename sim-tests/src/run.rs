@@ -1,7 +1,7 @@
 //! Runs one seeded simulation end to end and judges it.
 //!
 //! Timeline (simulated time): the cluster starts and the clients start their workload at
-//! once, the watchers open their first watches at seeded times in the first 10 s; from
+//! once, the watchers open their first watches at seeded times before the faults heal; from
 //! [`FAULTS_FROM`] the nemesis applies faults for `safety` (the operator carrying out its
 //! leader transfers and compactions); then it heals everything and the workload goes on for
 //! `liveness`; then the auditor waits for the members to converge, gives the watchers
@@ -53,8 +53,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CONVERGE_WITHIN: Duration = Duration::from_secs(15);
 /// How long watchers get to catch up once the members converged.
 pub const WATCH_CATCH_UP: Duration = Duration::from_secs(2);
-/// Watchers open their first watch within this time of the start.
-pub const WATCHES_OPEN_WITHIN: Duration = Duration::from_secs(10);
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -109,6 +107,8 @@ pub struct SimReport {
     pub revoked: usize,
     pub faults: Vec<String>,
     pub leaders: Vec<String>,
+    /// One line per logical watch: its range and each stream's member, start and end.
+    pub watch_lines: Vec<String>,
     pub violations: Vec<String>,
     /// The whole history, for comparing two runs.
     pub history: Vec<Operation>,
@@ -131,6 +131,7 @@ impl SimReport {
             revoked: 0,
             faults: Vec::new(),
             leaders: Vec::new(),
+            watch_lines: Vec::new(),
             violations: vec![format!("the simulation broke: {why}")],
             history: Vec::new(),
         }
@@ -228,9 +229,8 @@ pub fn run(spec: &SimSpec) -> Result<SimReport> {
                 .wrapping_mul(7_000_003)
                 .wrapping_add(watcher as u64),
             keys: keys.clone(),
-            open_at: Duration::from_millis(
-                open_times.gen_range(0..WATCHES_OPEN_WITHIN.as_millis() as u64),
-            ),
+            open_at: Duration::from_millis(open_times.gen_range(0..heal_at.as_millis() as u64)),
+            close_until: heal_at + spec.liveness / 2,
         };
         let names = cluster.names.clone();
         let logs = logs.clone();
@@ -412,9 +412,36 @@ pub fn run(spec: &SimSpec) -> Result<SimReport> {
             .count(),
         faults,
         leaders: raft.log,
+        watch_lines: records.iter().map(watch_line).collect(),
         violations,
         history: operations,
     })
+}
+
+fn watch_line(record: &WatchRecord) -> String {
+    let target = &record.target;
+    let streams: Vec<String> = record
+        .segments
+        .iter()
+        .map(|segment| {
+            format!(
+                "m{}@{} {} replies, {}",
+                segment.member,
+                segment.start_revision,
+                segment.replies.len(),
+                segment.ended.as_deref().unwrap_or("open")
+            )
+        })
+        .collect();
+    format!(
+        "watcher {} {:?}..{:?} prev_kv {} no_put {} no_delete {}: {streams:?}",
+        record.watcher,
+        target.key,
+        target.range_end,
+        target.prev_kv,
+        target.no_put,
+        target.no_delete
+    )
 }
 
 fn watch_events(records: &[WatchRecord]) -> usize {

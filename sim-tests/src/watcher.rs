@@ -5,10 +5,13 @@
 //! Guarantees: every response of every stream is recorded in [`WatchLogs`] in arrival order.
 //! A broken stream (member crashed or cut off, `no leader`, canceled) is resumed on a member
 //! picked from the seed at the revision after the last one the watch vouched for (its last
-//! event or progress notification); a compacted watch is given up and a new one opened from
-//! "now", as kube-apiserver relists. A progress request is sent every [`PROGRESS_EVERY`].
-//! Streams are never dropped by the watcher before `done` turns true (see `client` on why
-//! cancelled HTTP/2 streams would break replay).
+//! event or progress notification); a compacted watch is given up and a new one opened,
+//! either from "now", as kube-apiserver relists, or at exactly the compact revision the cancel
+//! named (the oldest revision still readable). A progress request is sent every [`PROGRESS_EVERY`].
+//! Until `close_until`, each logical watch lives a seeded time, then the watcher closes its
+//! stream and opens a new one (another range, another start). Streams are closed by ending the
+//! request side and reading every response until the member ends the stream, never dropped
+//! before `done` turns true (see `client` on why cancelled HTTP/2 streams would break replay).
 
 use std::time::Duration;
 
@@ -30,6 +33,8 @@ use crate::watch_log::{Event, Reply, WatchLogs, WatchTarget};
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// Pause before a broken stream is resumed.
 const RESUME_AFTER: Duration = Duration::from_millis(200);
+/// How long a logical watch lives at most before the watcher closes it (while it does).
+const LIFETIME_AT_MOST: Duration = Duration::from_secs(10);
 
 /// What one watcher does.
 #[derive(Debug, Clone)]
@@ -40,16 +45,20 @@ pub struct WatcherSpec {
     pub keys: Vec<String>,
     /// Simulated time of the first watch.
     pub open_at: Duration,
+    /// After this simulated time, watches are no longer closed to open others.
+    pub close_until: Duration,
 }
 
 /// How a stream ended.
 enum StreamEnd {
     /// The run is over.
     Done,
-    /// Canceled as compacted: the watch is over.
-    Compacted,
+    /// Canceled as compacted at this revision: the watch is over.
+    Compacted(i64),
     /// Broken: resume.
     Broken(String),
+    /// Closed by the watcher: the watch is over.
+    Closed,
 }
 
 /// One stream's settings.
@@ -70,12 +79,15 @@ pub async fn run_watcher(
 ) {
     let mut rng = StdRng::seed_from_u64(spec.seed);
     tokio::time::sleep(spec.open_at).await;
+    // The compact revision the last watch was canceled at, if it was.
+    let mut compacted_at = None;
     while !*done.borrow() {
         let target = pick_target(&mut rng, &spec.keys);
         let has_leader = rng.gen_bool(0.5);
-        let mut start = match rng.gen_range(0..3) {
-            0 => 0,
-            1 => 1,
+        let mut start = match (compacted_at.take(), rng.gen_range(0..3)) {
+            (Some(compact_revision), 0 | 1) => compact_revision,
+            (_, 0) => 0,
+            (_, 1) => 1,
             _ => {
                 let member = rng.gen_range(0..client.members());
                 let back = rng.gen_range(0..40);
@@ -85,6 +97,8 @@ pub async fn run_watcher(
                 }
             }
         };
+        let close_at = now() + rng.gen_range(Duration::from_secs(2)..LIFETIME_AT_MOST);
+        let close_at = (close_at < spec.close_until).then_some(close_at);
         let record = logs.start(spec.watcher, target.clone());
         let stream = Stream {
             client: &client,
@@ -96,19 +110,24 @@ pub async fn run_watcher(
         loop {
             let member = rng.gen_range(0..client.members());
             logs.open_segment(record, member, start);
-            let (end, through) = stream.run(member, start, &mut done).await;
+            let (end, through) = stream.run(member, start, close_at, &mut done).await;
             if let Some(through) = through {
                 start = through + 1;
             }
             match end {
                 StreamEnd::Done => return,
-                StreamEnd::Compacted => {
+                StreamEnd::Compacted(compact_revision) => {
                     logs.end_segment(record, "compacted".to_string());
+                    compacted_at = Some(compact_revision);
                     break;
                 }
                 StreamEnd::Broken(why) => {
                     logs.end_segment(record, why);
                     tokio::time::sleep(RESUME_AFTER).await;
+                }
+                StreamEnd::Closed => {
+                    logs.end_segment(record, "closed by the watcher".to_string());
+                    break;
                 }
             }
             if *done.borrow() {
@@ -140,12 +159,14 @@ fn pick_target(rng: &mut StdRng, keys: &[String]) -> WatchTarget {
 }
 
 impl Stream<'_> {
-    /// Opens one stream on `member` from `start` and records what it gets; returns how it
-    /// ended and the last revision it vouched for, if any.
+    /// Opens one stream on `member` from `start` and records what it gets, closing it at
+    /// `close_at` if that comes; returns how it ended and the last revision it vouched for,
+    /// if any.
     async fn run(
         &self,
         member: usize,
         start: i64,
+        close_at: Option<Duration>,
         done: &mut watch::Receiver<bool>,
     ) -> (StreamEnd, Option<i64>) {
         let mut through = None;
@@ -188,41 +209,56 @@ impl Stream<'_> {
             Err(status) => return (StreamEnd::Broken(describe(&status)), through),
         };
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        let mut requests = Some(requests);
+        let close = async {
+            match close_at {
+                Some(at) => tokio::time::sleep(at.saturating_sub(now())).await,
+                None => futures::future::pending().await,
+            }
+        };
+        tokio::pin!(close);
         loop {
+            let closing = requests.is_none();
             tokio::select! {
                 biased;
                 _ = done.wait_for(|done| *done) => return (StreamEnd::Done, through),
-                message = responses.message() => match message {
-                    Ok(Some(response)) => {
-                        let reply = classify(&response);
-                        let end = match &reply {
-                            Reply::Created { revision } if start <= 0 => {
-                                through = Some(*revision);
-                                None
-                            }
-                            Reply::Events { events, .. } => {
-                                let last = events.last().map_or(0, Event::revision);
-                                through = Some(through.unwrap_or(0).max(last));
-                                None
-                            }
-                            Reply::Progress { revision } => {
-                                through = Some(through.unwrap_or(0).max(*revision));
-                                None
-                            }
-                            Reply::Compacted { .. } => Some(StreamEnd::Compacted),
-                            Reply::Canceled { reason, .. } => {
-                                Some(StreamEnd::Broken(format!("canceled: {reason}")))
-                            }
-                            Reply::Created { .. } => None,
-                        };
-                        self.logs.reply(self.record, reply);
-                        if let Some(end) = end {
-                            return (end, through);
+                message = responses.message() => {
+                    let response = match message {
+                        Ok(Some(response)) => response,
+                        _ if closing => return (StreamEnd::Closed, through),
+                        Ok(None) => return (StreamEnd::Broken("stream ended".into()), through),
+                        Err(status) => return (StreamEnd::Broken(describe(&status)), through),
+                    };
+                    let reply = classify(&response);
+                    let end = match &reply {
+                        Reply::Created { revision } if start <= 0 => {
+                            through = Some(*revision);
+                            None
                         }
+                        Reply::Events { events, .. } => {
+                            let last = events.last().map_or(0, Event::revision);
+                            through = Some(through.unwrap_or(0).max(last));
+                            None
+                        }
+                        Reply::Progress { revision } => {
+                            through = Some(through.unwrap_or(0).max(*revision));
+                            None
+                        }
+                        Reply::Compacted {
+                            compact_revision, ..
+                        } => Some(StreamEnd::Compacted(*compact_revision)),
+                        Reply::Canceled { reason, .. } => {
+                            Some(StreamEnd::Broken(format!("canceled: {reason}")))
+                        }
+                        Reply::Created { .. } => None,
+                    };
+                    self.logs.reply(self.record, reply);
+                    if let Some(end) = end {
+                        return (end, through);
                     }
-                    Ok(None) => return (StreamEnd::Broken("stream ended".into()), through),
-                    Err(status) => return (StreamEnd::Broken(describe(&status)), through),
-                },
+                }
+                // Ending the request side ends the member's session, which then ends the stream.
+                _ = &mut close, if !closing => requests = None,
                 _ = progress.tick() => {
                     let request = WatchRequest {
                         request_union: Some(RequestUnion::ProgressRequest(
@@ -230,11 +266,17 @@ impl Stream<'_> {
                         )),
                     };
                     // A full queue means a request is still pending: one is enough.
-                    let _ = requests.try_send(request);
+                    if let Some(requests) = requests.as_mut() {
+                        let _ = requests.try_send(request);
+                    }
                 }
             }
         }
     }
+}
+
+fn now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
 }
 
 fn describe(status: &tonic::Status) -> String {

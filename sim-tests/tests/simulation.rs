@@ -47,6 +47,7 @@ fn run_seed(spec: &SimSpec) -> SimReport {
     if std::env::var_os("SIM_VERBOSE").is_some() {
         eprintln!("faults:\n  {}", report.faults.join("\n  "));
         eprintln!("leaders:\n  {}", report.leaders.join("\n  "));
+        eprintln!("watches:\n  {}", report.watch_lines.join("\n  "));
     }
     report
 }

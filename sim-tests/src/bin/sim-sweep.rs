@@ -86,8 +86,13 @@ fn main() -> ExitCode {
         let seed_started = Instant::now();
         let report = run_judged(&SimSpec::new(seed, members));
         let failure = if report.passed() {
+            let compacted = report
+                .watch_lines
+                .iter()
+                .filter(|line| line.contains("compacted"))
+                .count();
             println!(
-                "{} ({members} members) in {:.1?}",
+                "{} ({members} members, {compacted} watches compacted) in {:.1?}",
                 report.summary(),
                 seed_started.elapsed()
             );
