@@ -1,8 +1,9 @@
 //! `sim-sweep`: runs simulation seeds one after another until a count or a time budget runs
 //! out, and stops at the first failing seed with the line that replays it.
 //!
-//! Usage: `sim-sweep [--seeds N] [--minutes M] [--start-seed S] [--five-every K]`
-//! (defaults: 1000 seeds, no time limit, from seed 1000, every 4th seed on 5 members). A seed
+//! Usage: `sim-sweep [--seeds N] [--minutes M] [--start-seed S] [--five-every K]
+//! [--keep-going]` (defaults: 1000 seeds, no time limit, from seed 1000, every 4th seed on 5
+//! members, stop at the first failure; `--keep-going` runs on and lists every failure). A seed
 //! runs exactly as the CI suites run it (`SimSpec::new`), so the printed
 //! `reproduce with: SIM_SEED=...` line replays it in `cargo test -p sim-tests`. Exits 0 when
 //! every seed passed, 1 on a failure, 2 on bad arguments.
@@ -20,6 +21,7 @@ struct Sweep {
     budget: Option<Duration>,
     start_seed: u64,
     five_every: u64,
+    keep_going: bool,
 }
 
 fn parse(args: &[String]) -> Result<Sweep> {
@@ -28,9 +30,14 @@ fn parse(args: &[String]) -> Result<Sweep> {
         budget: None,
         start_seed: 1000,
         five_every: 4,
+        keep_going: false,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
+        if flag == "--keep-going" {
+            sweep.keep_going = true;
+            continue;
+        }
         let value = args
             .next()
             .with_context(|| format!("{flag} needs a value"))?;
@@ -67,13 +74,15 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("sim-sweep: {err:#}");
             eprintln!(
-                "usage: sim-sweep [--seeds N] [--minutes M] [--start-seed S] [--five-every K]"
+                "usage: sim-sweep [--seeds N] [--minutes M] [--start-seed S] [--five-every K] \
+                 [--keep-going]"
             );
             return ExitCode::from(2);
         }
     };
     let started = Instant::now();
     let mut passed = 0u64;
+    let mut failed = Vec::new();
     for seed in sweep.start_seed..sweep.start_seed.saturating_add(sweep.seeds) {
         if sweep
             .budget
@@ -105,14 +114,24 @@ fn main() -> ExitCode {
                 report.violations.join("\n  ")
             ))
         };
-        if let Some(failure) = failure {
-            println!("FAILED ({members} members): {failure}");
-            println!("{}", reproduce_line("simulation", test, seed));
-            println!("{passed} seeds passed before it");
-            return ExitCode::from(1);
+        match failure {
+            Some(failure) => {
+                let reproduce = reproduce_line("simulation", test, seed);
+                println!("FAILED ({members} members): {failure}");
+                println!("{reproduce}");
+                if !sweep.keep_going {
+                    println!("{passed} seeds passed before it");
+                    return ExitCode::from(1);
+                }
+                failed.push(reproduce);
+            }
+            None => passed += 1,
         }
-        passed += 1;
     }
     println!("{passed} seeds passed in {:.1?}", started.elapsed());
+    if !failed.is_empty() {
+        println!("{} seeds failed:\n{}", failed.len(), failed.join("\n"));
+        return ExitCode::from(1);
+    }
     ExitCode::SUCCESS
 }
