@@ -3,8 +3,9 @@
 //!
 //! Guarantees: member `i` is host `m{i+1}`, with peer URL `http://m{i+1}:2380` and client URL
 //! `http://m{i+1}:2379`; every member's raft election timeout is fixed by a seed derived from
-//! the simulation's seed, so elections replay exactly. [`SimCluster::crash`] stops the host
-//! and drops exactly the writes its engine had not synced.
+//! the simulation's seed, so elections replay exactly; the raft log is compacted every
+//! [`SNAPSHOT_COUNT`] applied entries, keeping [`SNAPSHOT_CATCHUP_ENTRIES`] for followers.
+//! [`SimCluster::crash`] stops the host and drops exactly the writes its engine had not synced.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,6 +15,11 @@ use raftstore::node::config::InjectedFaults;
 use raftstore::node::{NodeConfig, NodeStatus};
 
 use crate::member::{run_member, MemberDisk, CLIENT_PORT, PEER_PORT};
+
+/// Applied entries between raft log compactions in the simulation (etcd: 10,000).
+pub const SNAPSHOT_COUNT: u64 = 100;
+/// Entries kept behind the applied index for slow followers (etcd: 5,000).
+pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 10;
 
 /// The members of one simulated cluster.
 pub struct SimCluster {
@@ -44,6 +50,10 @@ impl SimCluster {
                 // Never 0, which would leave raft-rs to draw timeouts at random.
                 seed: seed.wrapping_mul(31).wrapping_add(index as u64 + 1) | 1,
                 injected_faults: faults,
+                // Small, so that the raft log is compacted (and the state synced) several
+                // times within a run, and a member left far enough behind needs a snapshot.
+                snapshot_count: SNAPSHOT_COUNT,
+                snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
                 ..NodeConfig::default()
             })
             .collect();
