@@ -10,7 +10,8 @@
 //! applies faults chosen from the seed, the [`operator`] the administrative ones; between
 //! steps a [`raft_observer`] checks raft safety and an [`archive`] collects every committed
 //! change; [`check`] judges the history (linearizability per key, one global revision order,
-//! no acknowledged write lost, watch guarantees) and [`audit`] the final state.
+//! no acknowledged write lost, watch guarantees) and [`audit`] the final state; [`verdict`]
+//! gathers every finding into the seed's [`report`].
 //! [`run::run`] does all of it for one seed; the same seed always gives the same trace.
 
 pub mod archive;
@@ -25,8 +26,10 @@ pub mod nemesis;
 pub mod net;
 pub mod operator;
 pub mod raft_observer;
+pub mod report;
 pub mod run;
 pub mod seeds;
+pub mod verdict;
 pub mod watch_log;
 pub mod watcher;
 pub mod workload;

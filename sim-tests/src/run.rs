@@ -30,15 +30,17 @@ use rand::{Rng, SeedableRng};
 
 use crate::archive::Archive;
 use crate::audit::Verdict;
-use crate::check::check_history;
 use crate::client::EtcdClient;
 use crate::cluster::SimCluster;
-use crate::history::{History, Operation, Outcome, Request};
+use crate::history::{History, Outcome};
 use crate::leases::{run_leases, LeaseLogs, LeaseSpec, KEEP_ALIVE_AT_MOST};
 use crate::nemesis::Nemesis;
 use crate::operator::{run_operator, AdminQueue};
 use crate::raft_observer::RaftObserver;
-use crate::watch_log::{Reply, WatchLogs, WatchRecord};
+use crate::report;
+pub use crate::report::SimReport;
+use crate::verdict::{judge, Evidence};
+use crate::watch_log::WatchLogs;
 use crate::watcher::{run_watcher, WatcherSpec};
 use crate::workload::{run_workload, WorkloadSpec};
 
@@ -87,78 +89,6 @@ impl SimSpec {
             liveness: Duration::from_secs(10),
             faults: InjectedFaults::default(),
         }
-    }
-}
-
-/// The outcome of one simulation.
-#[derive(Debug)]
-pub struct SimReport {
-    pub seed: u64,
-    pub trace_hash: u64,
-    pub operations: usize,
-    pub succeeded: usize,
-    pub unknown: usize,
-    /// Logical watches opened, the streams they used, and events they got.
-    pub watches: usize,
-    pub watch_streams: usize,
-    pub watch_events: usize,
-    /// Leases granted, and of those, revoked by a client.
-    pub leases: usize,
-    pub revoked: usize,
-    pub faults: Vec<String>,
-    pub leaders: Vec<String>,
-    /// One line per logical watch: its range and each stream's member, start and end.
-    pub watch_lines: Vec<String>,
-    pub violations: Vec<String>,
-    /// The whole history, for comparing two runs.
-    pub history: Vec<Operation>,
-}
-
-impl SimReport {
-    /// The report of a seed whose simulation broke (a member's raft loop failed or panicked):
-    /// a failure, with `why` as its one violation.
-    pub fn broken(seed: u64, why: String) -> Self {
-        Self {
-            seed,
-            trace_hash: 0,
-            operations: 0,
-            succeeded: 0,
-            unknown: 0,
-            watches: 0,
-            watch_streams: 0,
-            watch_events: 0,
-            leases: 0,
-            revoked: 0,
-            faults: Vec::new(),
-            leaders: Vec::new(),
-            watch_lines: Vec::new(),
-            violations: vec![format!("the simulation broke: {why}")],
-            history: Vec::new(),
-        }
-    }
-
-    pub fn passed(&self) -> bool {
-        self.violations.is_empty()
-    }
-
-    /// A short account, for logs and failure messages.
-    pub fn summary(&self) -> String {
-        format!(
-            "seed {}: {} operations ({} ok, {} unknown), {} watches ({} streams, {} events), \
-             {} leases ({} revoked), {} faults, trace {:016x}, {} violations",
-            self.seed,
-            self.operations,
-            self.succeeded,
-            self.unknown,
-            self.watches,
-            self.watch_streams,
-            self.watch_events,
-            self.leases,
-            self.revoked,
-            self.faults.len(),
-            self.trace_hash,
-            self.violations.len()
-        )
     }
 }
 
@@ -325,58 +255,19 @@ pub fn run(spec: &SimSpec) -> Result<SimReport> {
 
     let operations = history.operations();
     let records = logs.records();
-    let audit = audit.lock().take();
-    let mut violations = check_history(&operations);
-    violations.extend(raft.violations.iter().cloned());
-    violations.extend(archive.violations.iter().cloned());
-    violations.extend(crate::check::committed::check(
-        &operations,
-        &archive.revisions,
-    ));
-    violations.extend(liveness(&operations, spec, heal_at + spec.liveness / 2));
-    let compactions = admin.compactions();
-    let converged = match &audit {
-        Some(Ok(converged)) => Some(converged),
-        Some(Err(err)) => {
-            violations.push(err.clone());
-            None
-        }
-        None => {
-            violations.push("the auditor never finished".to_string());
-            None
-        }
-    };
-    let compact_revision = match converged {
-        Some(converged) => {
-            let acknowledged = compactions.iter().copied().max().unwrap_or(0);
-            if converged.state.compact_revision < acknowledged {
-                violations.push(format!(
-                    "the compact revision went back: {} at the end, {acknowledged} acknowledged",
-                    converged.state.compact_revision
-                ));
-            }
-            converged.state.compact_revision
-        }
-        None => compactions.iter().copied().max().unwrap_or(0),
-    };
-    violations.extend(crate::check::watch::check(
-        &records,
-        &crate::check::watch::Truth {
-            archive: &archive.revisions,
-            compact_revision,
-            converged_revision: converged.map(|converged| converged.state.revision),
-        },
-    ));
-
     let lease_records = leases.records();
-    violations.extend(crate::check::leases::check(
-        &lease_records,
-        &crate::check::leases::LeaseTruth {
-            archive: &archive.revisions,
-            first_seen: &archive.first_seen,
-            end: converged.map(|converged| &converged.state),
-        },
-    ));
+    let audit = audit.lock().take();
+    let violations = judge(&Evidence {
+        operations: &operations,
+        watches: &records,
+        leases: &lease_records,
+        archive: &archive,
+        raft: &raft,
+        audit: audit.as_ref(),
+        compactions: &admin.compactions(),
+        clients: spec.clients,
+        progress_from: heal_at + spec.liveness / 2,
+    });
 
     let mut hasher = DefaultHasher::new();
     operations.hash(&mut hasher);
@@ -404,7 +295,7 @@ pub fn run(spec: &SimSpec) -> Result<SimReport> {
         unknown,
         watches: records.len(),
         watch_streams: records.iter().map(|record| record.segments.len()).sum(),
-        watch_events: watch_events(&records),
+        watch_events: report::watch_events(&records),
         leases: lease_records.len(),
         revoked: lease_records
             .iter()
@@ -412,85 +303,8 @@ pub fn run(spec: &SimSpec) -> Result<SimReport> {
             .count(),
         faults,
         leaders: raft.log,
-        watch_lines: records.iter().map(watch_line).collect(),
+        watch_lines: records.iter().map(report::watch_line).collect(),
         violations,
         history: operations,
     })
-}
-
-fn watch_line(record: &WatchRecord) -> String {
-    let target = &record.target;
-    let streams: Vec<String> = record
-        .segments
-        .iter()
-        .map(|segment| {
-            format!(
-                "m{}@{} {} replies, {}",
-                segment.member,
-                segment.start_revision,
-                segment.replies.len(),
-                segment.ended.as_deref().unwrap_or("open")
-            )
-        })
-        .collect();
-    format!(
-        "watcher {} {:?}..{:?} prev_kv {} no_put {} no_delete {}: {streams:?}",
-        record.watcher,
-        target.key,
-        target.range_end,
-        target.prev_kv,
-        target.no_put,
-        target.no_delete
-    )
-}
-
-fn watch_events(records: &[WatchRecord]) -> usize {
-    records
-        .iter()
-        .flat_map(|record| &record.segments)
-        .flat_map(|segment| &segment.replies)
-        .map(|reply| match reply {
-            Reply::Events { events, .. } => events.len(),
-            _ => 0,
-        })
-        .sum()
-}
-
-/// Every client must have completed a write and a linearizable read invoked after `from`.
-fn liveness(operations: &[Operation], spec: &SimSpec, from: Duration) -> Vec<String> {
-    let mut violations = Vec::new();
-    for client in 0..spec.clients {
-        let late = || {
-            operations
-                .iter()
-                .filter(move |op| op.client == client && op.called_at >= from)
-                .filter(|op| op.response().is_some())
-        };
-        let wrote = late().any(|op| op.request.writes());
-        let read = late().any(|op| {
-            matches!(
-                op.request,
-                Request::Get {
-                    serializable: false,
-                    ..
-                }
-            )
-        });
-        if !wrote || !read {
-            let failures: Vec<String> = operations
-                .iter()
-                .filter(|op| op.client == client && op.called_at >= from)
-                .filter_map(|op| match &op.outcome {
-                    Some(Outcome::Unknown(err)) => Some(format!("member {}: {err}", op.member)),
-                    _ => None,
-                })
-                .take(5)
-                .collect();
-            violations.push(format!(
-                "client {client} made no progress after the faults healed (from {from:?}: \
-                 write {wrote}, linearizable read {read}); failures: {failures:?}"
-            ));
-        }
-    }
-    violations
 }
