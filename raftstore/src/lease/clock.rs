@@ -6,11 +6,14 @@
 //! - on promotion every lease gets its full TTL plus `extend` from now, so a lease is never
 //!   expired early because leadership moved or the member restarted;
 //! - [`ExpiryClock::due`] hands out each expired lease for revocation once, then again only
-//!   after [`REVOKE_RETRY`] if it still exists (its revoke may have been lost with a leader).
+//!   after [`REVOKE_RETRY`] if it still exists (its revoke may have been lost with a leader);
+//! - a lease handed out for revocation stays expired: it is never renewed again and has no time
+//!   left (as etcd, which answers a keep-alive of an expired lease only with "not found"), so a
+//!   keep-alive can never report a TTL for a lease whose revoke is on its way.
 //!
 //! Time comes from `tokio::time`, so the simulation controls it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -25,6 +28,8 @@ pub struct ExpiryClock {
     deadlines: HashMap<i64, Instant>,
     /// (deadline, id) for every lease, soonest first.
     queue: BTreeSet<(Instant, i64)>,
+    /// Leases [`ExpiryClock::due`] handed out for revocation: expired for good.
+    revoking: HashSet<i64>,
 }
 
 fn seconds(ttl: i64) -> Duration {
@@ -56,6 +61,7 @@ impl ExpiryClock {
         self.leading = false;
         self.deadlines.clear();
         self.queue.clear();
+        self.revoking.clear();
     }
 
     /// Lease `id` was granted (or is renewed) with `ttl` seconds at `now`.
@@ -68,6 +74,9 @@ impl ExpiryClock {
     /// Renews lease `id` for `ttl` seconds if it is known and not yet expired; returns whether
     /// it was.
     pub fn renew(&mut self, id: i64, ttl: i64, now: Instant) -> bool {
+        if self.revoking.contains(&id) {
+            return false;
+        }
         match self.deadlines.get(&id) {
             Some(deadline) if *deadline > now => {
                 self.set(id, now + seconds(ttl));
@@ -79,6 +88,7 @@ impl ExpiryClock {
 
     /// Lease `id` is gone.
     pub fn remove(&mut self, id: i64) {
+        self.revoking.remove(&id);
         if let Some(deadline) = self.deadlines.remove(&id) {
             self.queue.remove(&(deadline, id));
         }
@@ -86,9 +96,11 @@ impl ExpiryClock {
 
     /// Time left before lease `id` expires; `None` when this member keeps no deadline for it.
     pub fn remaining(&self, id: i64, now: Instant) -> Option<Duration> {
-        self.deadlines
-            .get(&id)
-            .map(|deadline| deadline.saturating_duration_since(now))
+        let deadline = self.deadlines.get(&id)?;
+        if self.revoking.contains(&id) {
+            return Some(Duration::ZERO);
+        }
+        Some(deadline.saturating_duration_since(now))
     }
 
     /// Up to `limit` leases whose deadline has passed, to revoke now. Each is pushed
@@ -103,6 +115,7 @@ impl ExpiryClock {
             .collect();
         for (_, id) in &expired {
             self.set(*id, now + REVOKE_RETRY);
+            self.revoking.insert(*id);
         }
         expired.into_iter().map(|(_, id)| id).collect()
     }
@@ -169,6 +182,23 @@ mod tests {
         assert_eq!(clock.remaining(1, now + SECOND), Some(2 * SECOND));
         assert!(!clock.renew(1, 2, now + 3 * SECOND));
         clock.demote();
+        assert_eq!(clock.remaining(1, now), None);
+    }
+
+    #[test]
+    fn a_lease_handed_out_for_revocation_is_never_renewed() {
+        let now = Instant::now();
+        let mut clock = ExpiryClock::default();
+        clock.promote(now, [], SECOND);
+        clock.start(1, 2, now);
+        assert_eq!(clock.due(now + 2 * SECOND, 10), vec![1]);
+        // Its revoke is on its way: a keep-alive must not bring it back.
+        assert!(!clock.renew(1, 2, now + 2 * SECOND));
+        assert_eq!(clock.remaining(1, now + 2 * SECOND), Some(Duration::ZERO));
+        // Its revoke was lost: it is handed out again, still not renewable.
+        assert_eq!(clock.due(now + 2 * SECOND + REVOKE_RETRY, 10), vec![1]);
+        assert!(!clock.renew(1, 2, now + 2 * SECOND + REVOKE_RETRY));
+        clock.remove(1);
         assert_eq!(clock.remaining(1, now), None);
     }
 }
