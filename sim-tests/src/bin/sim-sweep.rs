@@ -94,6 +94,7 @@ fn main() -> ExitCode {
         let (members, test) = shape(&sweep, seed);
         let seed_started = Instant::now();
         let report = run_judged(&SimSpec::new(seed, members));
+        let first_violation = report.violations.first().cloned().unwrap_or_default();
         let failure = if report.passed() {
             let compacted = report
                 .watch_lines
@@ -123,7 +124,7 @@ fn main() -> ExitCode {
                     println!("{passed} seeds passed before it");
                     return ExitCode::from(1);
                 }
-                failed.push(reproduce);
+                failed.push(format!("{reproduce}\n    {first_violation}"));
             }
             None => passed += 1,
         }
