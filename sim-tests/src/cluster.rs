@@ -3,8 +3,9 @@
 //!
 //! Guarantees: member `i` is host `m{i+1}`, with peer URL `http://m{i+1}:2380` and client URL
 //! `http://m{i+1}:2379`; every member's raft election timeout is fixed by a seed derived from
-//! the simulation's seed, so elections replay exactly; the raft log is compacted every
-//! [`SNAPSHOT_COUNT`] applied entries, keeping [`SNAPSHOT_CATCHUP_ENTRIES`] for followers.
+//! the simulation's seed, so elections replay exactly, and no two members share one; the raft
+//! log is compacted every [`SNAPSHOT_COUNT`] applied entries, keeping
+//! [`SNAPSHOT_CATCHUP_ENTRIES`] for followers.
 //! [`SimCluster::crash`] stops the host and drops exactly the writes its engine had not synced.
 
 use std::collections::BTreeMap;
@@ -39,24 +40,40 @@ impl SimCluster {
                 peer_urls: vec![format!("http://{name}:{PEER_PORT}")],
             })
             .collect();
-        let configs = names
-            .iter()
-            .enumerate()
-            .map(|(index, name)| NodeConfig {
+        let mut configs: Vec<NodeConfig> = Vec::new();
+        for (index, name) in names.iter().enumerate() {
+            let mut config = NodeConfig {
                 name: name.clone(),
                 initial_cluster: initial_cluster.clone(),
                 initial_cluster_token: "sim-cluster".to_string(),
                 advertise_client_urls: vec![format!("http://{name}:{CLIENT_PORT}")],
-                // Never 0, which would leave raft-rs to draw timeouts at random.
-                seed: seed.wrapping_mul(31).wrapping_add(index as u64 + 1) | 1,
                 injected_faults: faults,
                 // Small, so that the raft log is compacted (and the state synced) several
                 // times within a run, and a member left far enough behind needs a snapshot.
                 snapshot_count: SNAPSHOT_COUNT,
                 snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
                 ..NodeConfig::default()
-            })
-            .collect();
+            };
+            // Fixed timeouts must differ between members, or members that always time out
+            // together split the vote forever (random timeouts are what prevents that in
+            // production): the first node seed whose timeout no earlier member has.
+            let mut candidate = seed
+                .wrapping_mul(31)
+                .wrapping_add(index as u64)
+                .wrapping_mul(1_000);
+            loop {
+                // Never 0, which would leave raft-rs to draw timeouts at random.
+                config.seed = candidate.max(1);
+                let taken = configs
+                    .iter()
+                    .any(|other| other.election_tick_range() == config.election_tick_range());
+                if !taken {
+                    break;
+                }
+                candidate = candidate.wrapping_add(1);
+            }
+            configs.push(config);
+        }
         let disks = names.iter().map(|_| MemberDisk::new()).collect();
         Self {
             names,
