@@ -1,8 +1,7 @@
 //! Named scenarios: known etcd bugs, replayed step by step on a simulated k3rs cluster.
 //!
 //! Each runs a 3-member cluster on turmoil with one scripted client and checks what etcd
-//! (after the fix of that bug) answers. A scenario k3rs still fails is `#[ignore]`d with the
-//! reason, so `cargo test -p sim-tests --test scenarios -- --ignored` shows it.
+//! (after the fix of that bug) answers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,8 +42,6 @@ fn put(value: &str) -> Request {
 /// must deliver the DELETE at D, then the PUT after it (D is the compact revision, so it is
 /// still watchable).
 #[test]
-#[ignore = "k3rs bug: compacting at a delete's revision removes its tombstone, so a watch from \
-            the compact revision misses the delete (etcd #18089)"]
 fn a_watch_opened_at_the_compacted_revision_gets_the_delete_there() {
     let mut sim = turmoil::Builder::new()
         .rng_seed(7)

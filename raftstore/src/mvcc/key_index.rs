@@ -109,6 +109,15 @@ impl KeyIndex {
         }
     }
 
+    /// The index of a key whose only row left is its tombstone at `tombstone` (the compaction
+    /// at that revision kept it, etcd #18089): a deleted generation holding just it. Its
+    /// creation revision is unknown (compacted away), as in etcd.
+    pub fn restore_tombstone(tombstone: Revision) -> Self {
+        let mut index = Self::restore(0, tombstone, 1);
+        index.generations.push(Generation::default());
+        index
+    }
+
     /// Revision of the key's last change (0.0 when none).
     pub fn modified(&self) -> Revision {
         self.modified
@@ -225,60 +234,83 @@ impl KeyIndex {
     }
 
     /// Compacts away the history at or below `at_rev`, adding the revisions that must stay in
-    /// the backend to `keep`. Leaves the index empty when the key was deleted at or before
-    /// `at_rev`. Does nothing to an empty index.
+    /// the backend to `keep`. A tombstone exactly at `at_rev` stays (in the backend, and in the
+    /// index unless the key was created again in the same revision) until the next
+    /// compaction, so that a watch from the compact revision still gets that delete (etcd
+    /// #18089); a key deleted before `at_rev` leaves the index empty. Does nothing to an
+    /// empty index.
     pub fn compact(&mut self, at_rev: i64, keep: &mut KeepSet) {
         if self.is_empty() {
             return;
         }
-        let (mut gen_index, rev_index) = self.find_compaction_point(at_rev, keep);
-        let last = self.generations.len() - 1;
-        let generation = &mut self.generations[gen_index];
-        if !generation.is_empty() {
-            if let Some(rev_index) = rev_index {
-                generation.revs.drain(..rev_index);
-            }
-            if generation.revs.len() == 1 && gen_index != last {
-                // Only the tombstone is left: the whole generation goes.
-                keep.remove(&generation.revs[0]);
-                gen_index += 1;
-            }
+        let point = self.compaction_point(at_rev);
+        keep.extend(point.tombstones_at);
+        let generation = &mut self.generations[point.gen_index];
+        if let Some(rev_index) = point.rev_index {
+            keep.insert(generation.revs[rev_index]);
+            generation.revs.drain(..rev_index);
         }
-        self.generations.drain(..gen_index);
+        self.generations.drain(..point.gen_index);
     }
 
-    /// Adds to `keep` the revisions [`compact`](Self::compact) at `at_rev` would keep.
+    /// Adds to `keep` the revisions [`compact`](Self::compact) at `at_rev` would keep, except
+    /// tombstones at `at_rev`: the hash of the kept history (HashKV) stays what etcd computes.
     pub fn keep(&self, at_rev: i64, keep: &mut KeepSet) {
         if self.is_empty() {
             return;
         }
-        let (gen_index, rev_index) = self.find_compaction_point(at_rev, keep);
-        let generation = &self.generations[gen_index];
-        if let Some(rev_index) = rev_index {
-            if rev_index + 1 == generation.revs.len() && gen_index != self.generations.len() - 1 {
-                keep.remove(&generation.revs[rev_index]);
+        let point = self.compaction_point(at_rev);
+        let generation = &self.generations[point.gen_index];
+        if let Some(rev_index) = point.rev_index {
+            let deleted_generation = point.gen_index != self.generations.len() - 1;
+            let is_tombstone = deleted_generation && rev_index + 1 == generation.revs.len();
+            if !is_tombstone {
+                keep.insert(generation.revs[rev_index]);
             }
         }
     }
 
-    /// The first generation not deleted at or before `at_rev` (or the open one), and in it the
-    /// latest revision `<= at_rev`, which is added to `keep`.
-    fn find_compaction_point(&self, at_rev: i64, keep: &mut KeepSet) -> (usize, Option<usize>) {
+    /// Where a compaction at `at_rev` cuts: the generation holding the key's state at
+    /// `at_rev` (the one deleted exactly then, or the first not deleted by then), the latest
+    /// revision `<= at_rev` in it, and the tombstones at `at_rev` of generations before it (the
+    /// key deleted and created again in one revision), which a watch from `at_rev` needs.
+    fn compaction_point(&self, at_rev: i64) -> CompactionPoint {
         let last = self.generations.len() - 1;
         let mut gen_index = 0;
+        let mut tombstones_at = Vec::new();
         while gen_index < last {
-            match self.generations[gen_index].last_main() {
-                Some(tomb) if tomb > at_rev => break,
-                _ => gen_index += 1,
+            let Some(tombstone) = self.generations[gen_index].revs.last().copied() else {
+                gen_index += 1;
+                continue;
+            };
+            if tombstone.main > at_rev {
+                break;
             }
+            if tombstone.main == at_rev {
+                let recreated_then = self.generations[gen_index + 1]
+                    .revs
+                    .first()
+                    .is_some_and(|first| first.main <= at_rev);
+                if !recreated_then {
+                    break;
+                }
+                tombstones_at.push(tombstone);
+            }
+            gen_index += 1;
         }
-        let generation = &self.generations[gen_index];
-        let rev_index = generation.latest_at(at_rev);
-        if let Some(rev_index) = rev_index {
-            keep.insert(generation.revs[rev_index]);
+        CompactionPoint {
+            gen_index,
+            rev_index: self.generations[gen_index].latest_at(at_rev),
+            tombstones_at,
         }
-        (gen_index, rev_index)
     }
+}
+
+/// See [`KeyIndex::compaction_point`].
+struct CompactionPoint {
+    gen_index: usize,
+    rev_index: Option<usize>,
+    tombstones_at: Vec<Revision>,
 }
 
 #[cfg(test)]
@@ -350,7 +382,17 @@ mod tests {
                 ],
                 vec![rev(4)],
             ),
-            6 | 7 => (vec![second(&all_second), third(&all_third), open], vec![]),
+            // A tombstone at the compaction point stays until the next compaction.
+            6 => (
+                vec![
+                    first(&[rev(6)]),
+                    second(&all_second),
+                    third(&all_third),
+                    open,
+                ],
+                vec![rev(6)],
+            ),
+            7 => (vec![second(&all_second), third(&all_third), open], vec![]),
             8 | 9 => (
                 vec![second(&all_second), third(&all_third), open],
                 vec![rev(8)],
@@ -359,12 +401,17 @@ mod tests {
                 vec![second(&[rev(10), rev(12)]), third(&all_third), open],
                 vec![rev(10)],
             ),
-            12 | 13 => (vec![third(&all_third), open], vec![]),
+            12 => (
+                vec![second(&[rev(12)]), third(&all_third), open],
+                vec![rev(12)],
+            ),
+            13 => (vec![third(&all_third), open], vec![]),
             14 | 15 => (
                 vec![third(&[Revision::new(14, 1), rev(16)]), open],
                 vec![Revision::new(14, 1)],
             ),
-            16 | 17 => (vec![open], vec![]),
+            16 => (vec![third(&[rev(16)]), open], vec![rev(16)]),
+            17 => (vec![open], vec![]),
             other => panic!("no expectation for compaction at {other}"),
         }
     }
@@ -392,6 +439,39 @@ mod tests {
                 "modified survives compaction at {at_rev}"
             );
         }
+    }
+
+    #[test]
+    fn a_key_deleted_and_created_again_in_the_compacted_revision_keeps_both_rows() {
+        let fresh = || {
+            let mut index = KeyIndex::new();
+            index.put(rev(2)).expect("put 2");
+            index.tombstone(rev(3)).expect("tombstone 3.0");
+            index.put(Revision::new(3, 1)).expect("put 3.1");
+            index
+        };
+        let mut index = fresh();
+        let mut keep = KeepSet::new();
+        index.compact(3, &mut keep);
+        let both = [rev(3), Revision::new(3, 1)];
+        assert_eq!(
+            keep,
+            both.into_iter().collect::<KeepSet>(),
+            "a watch from 3 sees both"
+        );
+        assert_eq!(
+            index.get(3).map(|found| found.modified),
+            Some(Revision::new(3, 1))
+        );
+        let mut hashed = KeepSet::new();
+        fresh().keep(3, &mut hashed);
+        assert_eq!(
+            hashed,
+            [Revision::new(3, 1)].into_iter().collect::<KeepSet>()
+        );
+        let mut keep = KeepSet::new();
+        index.compact(4, &mut keep);
+        assert_eq!(keep, [Revision::new(3, 1)].into_iter().collect::<KeepSet>());
     }
 
     #[test]
@@ -429,14 +509,25 @@ mod tests {
             let mut compacted = etcd_test_index();
             let mut kept_by_compact = KeepSet::new();
             compacted.compact(at_rev, &mut kept_by_compact);
+            // Only a tombstone at the compaction point (6, 12, 16) differs: compaction keeps
+            // it for watchers, the hash leaves it out as etcd's does.
+            if [6, 12, 16].contains(&at_rev) {
+                assert!(
+                    kept_by_compact.remove(&rev(at_rev)),
+                    "tombstone kept at {at_rev}"
+                );
+            }
             assert_eq!(kept_by_keep, kept_by_compact, "keep set at {at_rev}");
         }
     }
 
     #[test]
-    fn compaction_at_the_last_tombstone_empties_the_index() {
+    fn compaction_past_the_last_tombstone_empties_the_index() {
         let mut index = etcd_test_index();
         index.compact(16, &mut KeepSet::new());
+        assert!(!index.is_empty(), "the tombstone at 16 stays for watchers");
+        assert_eq!(index.get(16), None, "the key is deleted at 16");
+        index.compact(17, &mut KeepSet::new());
         assert!(index.is_empty());
         assert!(!index.is_live());
     }

@@ -503,7 +503,9 @@ type LeaseAttachments = HashMap<Vec<u8>, i64>;
 /// Rebuilds the key index from every row of `Table::Kv`, in revision order, as etcd does: the
 /// first put row of a key restores its generation (creation revision and version from the row);
 /// later rows replay puts and tombstones; a tombstone of a key with no indexed put (its puts
-/// were compacted away) is skipped, as is a tombstone of a key already deleted. Also returns
+/// were compacted away, and compaction kept the tombstone at the compact revision) restores a
+/// deleted generation holding just it; a tombstone of a key already deleted is skipped. Also
+/// returns
 /// the lease each live key's latest version names.
 fn rebuild_index(
     view: &dyn ReadView,
@@ -553,7 +555,10 @@ fn restore_row(
             Err(err) => Err(refused(err)),
         },
         Some(key_index) => key_index.put(row.revision).map_err(refused),
-        None if row.tombstone => Ok(()),
+        None if row.tombstone => {
+            index.insert_restored(kv.key, KeyIndex::restore_tombstone(row.revision));
+            Ok(())
+        }
         None => {
             let restored = KeyIndex::restore(kv.create_revision, row.revision, kv.version);
             index.insert_restored(kv.key, restored);

@@ -265,10 +265,13 @@ mod tests {
     }
 
     #[test]
-    fn compaction_drops_keys_deleted_at_or_before_it() {
+    fn compaction_keeps_a_tombstone_at_it_and_drops_keys_deleted_before_it() {
         let mut index = index_of(&[("a", 2), ("b", 3)]);
         index.tombstone(b"a", rev(4)).expect("a is live");
         let keep = index.compact(4);
+        assert_eq!(keep, [rev(3), rev(4)].into_iter().collect::<KeepSet>());
+        assert!(index.key_index(b"a").is_some(), "a's tombstone at 4 stays");
+        let keep = index.compact(5);
         assert_eq!(keep, [rev(3)].into_iter().collect::<KeepSet>());
         assert!(index.key_index(b"a").is_none());
         assert!(index.key_index(b"b").is_some());
