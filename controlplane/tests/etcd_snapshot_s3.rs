@@ -437,3 +437,38 @@ async fn a_server_with_etcd_s3_uploads_every_snapshot_and_ls_follows_the_bucket(
     );
     assert!(s3.objects(BUCKET, "backups").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_endpoint_is_trusted_through_its_ca_or_not_at_all() {
+    let s3 = S3Server::start(&[BUCKET]).await;
+    let https = common::s3_server::TlsFront::start(&s3).await;
+    let server = first_server("node-1", &[]).await;
+    server.etcdctl_ok(&["put", "/registry/k", "v"]);
+    // The plain-HTTP flags pointed at the HTTPS front instead.
+    let mut flags: Vec<String> = s3
+        .flags(BUCKET, "")
+        .into_iter()
+        .filter(|flag| flag != "--etcd-s3-insecure")
+        .collect();
+    let endpoint = flags
+        .iter()
+        .position(|flag| flag == "--etcd-s3-endpoint")
+        .expect("flag");
+    flags[endpoint + 1] = https.endpoint();
+
+    // Its CA is no public one: refused without --s3-endpoint-ca.
+    let output = snapshot_cli(&server, &with(&["save"], &flags));
+    let stderr = stderr_of(&output);
+    assert!(!output.status.success());
+    assert!(stderr.contains("cannot reach S3 at https://"), "{stderr}");
+    assert!(s3.objects(BUCKET, "").is_empty());
+
+    // With its CA, uploaded over HTTPS.
+    let ca = https.ca_file.display().to_string();
+    let name = save(&server, &with(&["--s3-endpoint-ca", &ca], &flags));
+    assert_eq!(s3.objects(BUCKET, ""), std::slice::from_ref(&name));
+
+    // --s3-skip-ssl-verify trusts any certificate.
+    let second = save(&server, &with(&["--s3-skip-ssl-verify"], &flags));
+    assert_eq!(s3.objects(BUCKET, ""), [name, second]);
+}

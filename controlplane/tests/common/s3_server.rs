@@ -128,3 +128,84 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// HTTPS in front of an [`S3Server`]: TLS on its own 127.0.0.1 port with a certificate for
+/// 127.0.0.1 signed by a CA of its own (written to `ca_file`), each connection piped to the
+/// plain-HTTP server. Dropping it stops accepting.
+pub struct TlsFront {
+    pub port: u16,
+    pub ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TlsFront {
+    pub async fn start(backend: &S3Server) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("leaf params")
+            .signed_by(&leaf_key, &issuer)
+            .expect("leaf certificate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_file = dir.path().join("s3-ca.pem");
+        std::fs::write(&ca_file, ca_cert.pem()).expect("CA file");
+
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der())
+                .expect("leaf key DER"),
+        )
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("TLS port");
+        let port = listener.local_addr().expect("address").port();
+        let backend_port = backend.port;
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else {
+                        return; // a client that refused our certificate
+                    };
+                    let Ok(mut plain) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", backend_port)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        Self {
+            port,
+            ca_file,
+            _dir: dir,
+            accept,
+        }
+    }
+
+    /// `host:port` for `--s3-endpoint` (HTTPS).
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
