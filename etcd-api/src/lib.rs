@@ -24,6 +24,7 @@ mod receive_limit;
 mod server;
 pub mod tls;
 mod watch;
+mod watch_server;
 
 pub use error::status_from;
 pub use grpc_metrics::GrpcMetrics;

@@ -32,11 +32,11 @@ use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
-use crate::pb::etcdserverpb::watch_server::WatchServer;
 use crate::pb::k3rspb::raft_peer_server::RaftPeerServer;
 use crate::peer::PeerService;
 use crate::receive_limit::ReceiveLimitStatus;
 use crate::watch::WatchService;
+use crate::watch_server::WatchServer;
 
 /// How far etcd's gRPC receive limit exceeds `max_request_bytes`, so that an oversized request
 /// still reaches the server and gets etcd's own "request is too large" when it can.

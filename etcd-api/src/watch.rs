@@ -15,7 +15,9 @@
 //!   election timeouts without one.
 //!
 //! The outbound channel is small: a client that stops reading blocks its own stream only, and
-//! the hub parks its watchers rather than buffering without bound.
+//! the hub parks its watchers rather than buffering without bound. Events go out as
+//! [`WatchReply`]s encoded straight from the events the hub shares between watchers (see
+//! [`crate::watch_server`]); only a watch that asked for fragments gets copies, to split them.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -24,7 +26,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use prost::Message as _;
 use raftstore::node::NodeHandle;
-use raftstore::watch::{Delivery, WatchCreate, WatchMessage, WatchStream};
+use raftstore::watch::{SharedDelivery, SharedMessage, WatchCreate, WatchMessage, WatchStream};
 use raftstore::EtcdError;
 use tokio::sync::mpsc;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
@@ -34,11 +36,15 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::status_from;
 use crate::pb::etcdserverpb::watch_create_request::FilterType;
 use crate::pb::etcdserverpb::watch_request::RequestUnion;
-use crate::pb::etcdserverpb::watch_server::Watch;
 use crate::pb::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use crate::watch_server::WatchReply;
 
-/// Responses buffered between a stream's task and gRPC.
-const OUTBOUND_CAPACITY: usize = 16;
+/// Responses buffered between a stream's task and gRPC. gRPC encodes every response waiting
+/// into one write, so a few suffice; more would only hold more memory for a slow client.
+const OUTBOUND_CAPACITY: usize = 8;
+
+/// Most queued messages sent in one go before the stream's task looks at requests and timers.
+const SEND_BATCH: usize = 64;
 
 /// How often a stream waiting to answer a progress request checks again.
 const DEFERRED_PROGRESS_RETRY: Duration = Duration::from_millis(50);
@@ -58,7 +64,8 @@ impl WatchService {
     }
 }
 
-type WatchResponses = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+/// The responses of one Watch stream.
+pub type WatchReplies = Pin<Box<dyn Stream<Item = Result<WatchReply, Status>> + Send>>;
 
 /// Whether the client asked, as kube-apiserver does, to be served only while there is a leader.
 fn requires_leader<T>(request: &Request<T>) -> bool {
@@ -68,14 +75,12 @@ fn requires_leader<T>(request: &Request<T>) -> bool {
         .is_some_and(|value| value.as_bytes() == b"true")
 }
 
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type WatchStream = WatchResponses;
-
-    async fn watch(
+impl WatchService {
+    /// Serves one Watch stream.
+    pub async fn watch(
         &self,
         request: Request<Streaming<WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    ) -> Result<Response<WatchReplies>, Status> {
         let requires_leader = requires_leader(&request);
         if requires_leader && !self.handle.status().has_leader() {
             return Err(status_from(EtcdError::NoLeader));
@@ -107,7 +112,7 @@ struct WatchSettings {
 struct Session {
     stream: WatchStream,
     handle: NodeHandle,
-    outbound: mpsc::Sender<Result<WatchResponse, Status>>,
+    outbound: mpsc::Sender<Result<WatchReply, Status>>,
     watches: HashMap<i64, WatchSettings>,
     /// A progress request is waiting for every watcher to be synced.
     progress_deferred: bool,
@@ -132,8 +137,8 @@ impl Session {
                     // The client closed its side or the connection broke: the watches end.
                     Some(Err(_)) | None => break,
                 },
-                delivery = self.stream.next() => {
-                    if !self.send(delivery).await {
+                delivery = self.stream.next_shared() => {
+                    if !self.send_batch(delivery).await {
                         break;
                     }
                     self.retry_deferred_progress();
@@ -207,16 +212,54 @@ impl Session {
         }
     }
 
+    /// Sends `first` and what else is queued, up to [`SEND_BATCH`] messages; false once the
+    /// client is gone.
+    async fn send_batch(&mut self, first: SharedDelivery) -> bool {
+        let mut next = Some(first);
+        let mut sent = 0;
+        while let Some(delivery) = next {
+            if !self.send(delivery).await {
+                return false;
+            }
+            sent += 1;
+            next = if sent < SEND_BATCH {
+                self.stream.try_next_shared()
+            } else {
+                None
+            };
+        }
+        true
+    }
+
     /// Sends one queued message as one response (or its fragments); false once the client is
     /// gone.
-    async fn send(&mut self, delivery: Delivery) -> bool {
+    async fn send(&mut self, delivery: SharedDelivery) -> bool {
         let header = Some(self.handle.header(delivery.revision));
         let mut response = WatchResponse {
             header,
             ..Default::default()
         };
+        let message = match delivery.message {
+            SharedMessage::Events { watch_id, events } => {
+                response.watch_id = watch_id;
+                let mut fragment = false;
+                if let Some(settings) = self.watches.get_mut(&watch_id) {
+                    settings.quiet = false;
+                    fragment = settings.fragment;
+                }
+                if !fragment {
+                    let reply = WatchReply::Shared { response, events };
+                    return self.outbound.send(Ok(reply)).await.is_ok();
+                }
+                WatchMessage::Events {
+                    watch_id,
+                    events: events.to_vec(),
+                }
+            }
+            SharedMessage::Other(message) => message,
+        };
         let mut fragment = false;
-        match delivery.message {
+        match message {
             WatchMessage::Created { watch_id } => {
                 response.watch_id = watch_id;
                 response.created = true;
@@ -260,7 +303,12 @@ impl Session {
             vec![response]
         };
         for part in parts {
-            if self.outbound.send(Ok(part)).await.is_err() {
+            if self
+                .outbound
+                .send(Ok(WatchReply::Whole(part)))
+                .await
+                .is_err()
+            {
                 return false;
             }
         }

@@ -18,23 +18,31 @@
 //! - a progress message never runs ahead: it is sent only for watchers that are synced, and is
 //!   stamped with the hub's revision, all of whose events are already queued before it;
 //! - memory per watcher is bounded: a stream queues at most `queue_capacity` event messages, a
-//!   victim holds one, and history is read at most `sync_batch_events` events at a time;
+//!   victim holds one, and history is read at most `sync_batch_events` events at a time; the
+//!   events of a revision (or of a round of history) are shared by every watcher they concern,
+//!   and so is the list of which of them concern a key or range;
+//! - work per applied revision is proportional to the watchers it concerns: watchers of one
+//!   range are matched once, and parked watchers are retried only on streams with room, in
+//!   turn (each stream resumes after the last watcher it served, so none starves).
 //! - a watcher whose next revision was compacted away gets one `Compacted` message and is
 //!   removed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{watch, Notify};
 
+use super::fast_hash::FastMap;
 use super::group::{WatcherGroup, WatcherKey};
 use super::key_range::KeyRange;
-use super::queue::{Delivery, EventSlice, Queued, StreamQueue, WatchMessage};
+use super::queue::{
+    Delivery, EventSlice, Filters, Queued, SharedDelivery, StreamQueue, WatchMessage,
+};
 use crate::error::StorageError;
 use crate::mvcc::MvccStore;
-use crate::pb::mvccpb::{event::EventType, Event};
+use crate::pb::mvccpb::Event;
 
 /// Limits of the hub.
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +59,8 @@ impl Default for HubConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 128,
-            sync_batch_events: 10_000,
+            // etcd's watchBatchMaxRevs: it also bounds one catching-up message.
+            sync_batch_events: 1_000,
             sync_interval: Duration::from_millis(100),
         }
     }
@@ -88,27 +97,29 @@ struct Watcher {
     /// The next revision this watcher needs.
     next_revision: i64,
     prev_kv: bool,
-    no_put: bool,
-    no_delete: bool,
+    filters: Filters,
     state: State,
 }
 
 impl Watcher {
-    fn wants(&self, event: &Event) -> bool {
-        let is_put = event.r#type == EventType::Put as i32;
-        !(is_put && self.no_put || !is_put && self.no_delete)
-    }
-
-    /// The message carrying the `selected` events of `batch` to this watcher.
-    fn events(&self, watch_id: i64, batch: &Arc<Vec<Event>>, selected: Vec<u32>) -> Queued {
-        Queued::Events {
-            watch_id,
-            slice: EventSlice {
-                batch: Arc::clone(batch),
-                selected,
-                with_prev_kv: self.prev_kv,
-            },
-        }
+    /// The message carrying the events of `batch` at `selected[from..]` that this watcher
+    /// wants, or `None` when its filters leave none.
+    fn events(
+        &self,
+        watch_id: i64,
+        batch: &Arc<Vec<Event>>,
+        selected: &Arc<[u32]>,
+        from: usize,
+    ) -> Option<Queued> {
+        let slice = EventSlice {
+            batch: Arc::clone(batch),
+            selected: Arc::clone(selected),
+            from,
+            filters: self.filters,
+            with_prev_kv: self.prev_kv,
+        };
+        let slice = slice.non_empty()?;
+        Some(Queued::Events { watch_id, slice })
     }
 
     /// Parks this watcher, taken out of `group`, with the message its full queue refused.
@@ -129,6 +140,8 @@ struct StreamEntry {
     queue: Arc<StreamQueue>,
     next_watch_id: i64,
     watch_ids: BTreeSet<i64>,
+    /// The last parked watcher retried; the next retry starts after it.
+    retried_last: i64,
 }
 
 #[derive(Default)]
@@ -136,8 +149,8 @@ struct HubState {
     /// The last revision published by `notify` (the store's revision when the hub started).
     revision: i64,
     next_stream_id: u64,
-    streams: HashMap<u64, StreamEntry>,
-    watchers: HashMap<WatcherKey, Watcher>,
+    streams: FastMap<u64, StreamEntry>,
+    watchers: FastMap<WatcherKey, Watcher>,
     synced: WatcherGroup,
     unsynced: WatcherGroup,
     victims: BTreeSet<WatcherKey>,
@@ -186,6 +199,7 @@ impl WatchHub {
                 queue: Arc::clone(&queue),
                 next_watch_id: 0,
                 watch_ids: BTreeSet::new(),
+                retried_last: i64::MIN,
             },
         );
         WatchStream {
@@ -205,37 +219,42 @@ impl WatchHub {
             return;
         }
         let batch = Arc::new(events);
-        let mut chosen: HashMap<WatcherKey, Vec<u32>> = HashMap::new();
-        for (index, event) in batch.iter().enumerate() {
-            let Some(kv) = &event.kv else { continue };
-            state.synced.for_each_watching(&kv.key, |watcher| {
-                chosen.entry(watcher).or_default().push(index as u32);
-            });
+        let mut refused = Vec::new();
+        let HubState {
+            synced,
+            watchers,
+            streams,
+            ..
+        } = state;
+        synced.for_each_selection(&batch, |selected, keys| {
+            for &key in keys {
+                let Some(watcher) = watchers.get_mut(&key) else {
+                    continue;
+                };
+                if revision < watcher.next_revision {
+                    continue; // a watcher that starts in the future
+                }
+                watcher.next_revision = revision + 1;
+                let Some(item) = watcher.events(key.1, &batch, selected, 0) else {
+                    continue;
+                };
+                let Some(stream) = streams.get(&key.0) else {
+                    continue;
+                };
+                if let Err(item) = stream.queue.try_push_events(revision, item) {
+                    refused.push((key, item));
+                }
+            }
+        });
+        if refused.is_empty() {
+            return;
         }
-        for (key, selected) in chosen {
-            let Some(watcher) = state.watchers.get_mut(&key) else {
-                continue;
-            };
-            if revision < watcher.next_revision {
-                continue; // a watcher that starts in the future
-            }
-            watcher.next_revision = revision + 1;
-            let selected: Vec<u32> = selected
-                .into_iter()
-                .filter(|&index| watcher.wants(&batch[index as usize]))
-                .collect();
-            if selected.is_empty() {
-                continue;
-            }
-            let item = watcher.events(key.1, &batch, selected);
-            let Some(stream) = state.streams.get(&key.0) else {
-                continue;
-            };
-            if let Err(refused) = stream.queue.try_push_events(revision, item) {
-                watcher.park(key, refused, &mut state.synced, &mut state.victims);
-                self.wake.notify_one();
+        for (key, item) in refused {
+            if let Some(watcher) = state.watchers.get_mut(&key) {
+                watcher.park(key, item, &mut state.synced, &mut state.victims);
             }
         }
+        self.wake.notify_one();
     }
 
     /// The store was replaced by a raft snapshot at `revision`: every watcher catches up from
@@ -285,44 +304,53 @@ impl WatchHub {
         }
     }
 
-    /// Tries to queue the parked messages of every victim.
+    /// Tries to queue the parked messages of the victims of every stream that has room; each
+    /// stream's turn resumes after the last victim it served and stops when its queue is full.
     pub(crate) fn retry_victims(&self) {
         let mut guard = self.state.lock();
         let state = &mut *guard;
-        let victims: Vec<WatcherKey> = state.victims.iter().copied().collect();
-        for key in victims {
-            let Some(watcher) = state.watchers.get_mut(&key) else {
-                state.victims.remove(&key);
+        let mut next_stream = state.victims.first().map(|key| key.0);
+        while let Some(stream_id) = next_stream {
+            next_stream = stream_id.checked_add(1).and_then(|after| {
+                state
+                    .victims
+                    .range((after, i64::MIN)..)
+                    .next()
+                    .map(|key| key.0)
+            });
+            let Some(stream) = state.streams.get(&stream_id) else {
+                // Its watchers went with the stream; nothing of it should be left.
+                state.victims.retain(|key| key.0 != stream_id);
                 continue;
             };
-            let Some(stream) = state.streams.get(&key.0) else {
+            if !stream.queue.has_room() {
                 continue;
-            };
-            let State::Victim(pending) = std::mem::replace(&mut watcher.state, State::Synced)
-            else {
-                state.victims.remove(&key);
-                continue;
-            };
-            let mut pending = pending.into_iter();
-            let mut left = Vec::new();
-            for item in pending.by_ref() {
-                if let Err(item) = stream.queue.try_push_events(state.revision, item) {
-                    left.push(item);
+            }
+            let queue = Arc::clone(&stream.queue);
+            let mut last = stream.retried_last;
+            // Each turn of the loop either takes a victim out of the set or stops: it ends.
+            loop {
+                let ahead = state
+                    .victims
+                    .range((stream_id, last.saturating_add(1))..=(stream_id, i64::MAX))
+                    .next()
+                    .copied();
+                let Some(key) = ahead.or_else(|| {
+                    state
+                        .victims
+                        .range((stream_id, i64::MIN)..=(stream_id, i64::MAX))
+                        .next()
+                        .copied()
+                }) else {
+                    break;
+                };
+                if !retry_victim(state, key, &queue) {
                     break;
                 }
+                last = key.1;
             }
-            left.extend(pending);
-            if !left.is_empty() {
-                watcher.state = State::Victim(left);
-                continue;
-            }
-            state.victims.remove(&key);
-            if watcher.next_revision <= state.revision {
-                watcher.state = State::Unsynced;
-                state.unsynced.insert(key, &watcher.range);
-            } else {
-                watcher.state = State::Synced;
-                state.synced.insert(key, &watcher.range);
+            if let Some(stream) = state.streams.get_mut(&stream_id) {
+                stream.retried_last = last;
             }
         }
         if !state.unsynced.is_empty() {
@@ -382,51 +410,63 @@ impl WatchHub {
             store.history(oldest, revision, self.config.sync_batch_events, any_prev_kv)?;
         drop(store);
         let batch = Arc::new(history.events);
-        let mut chosen: HashMap<WatcherKey, Vec<u32>> = HashMap::new();
-        for (index, event) in batch.iter().enumerate() {
-            let Some(kv) = &event.kv else { continue };
-            state.unsynced.for_each_watching(&kv.key, |watcher| {
-                chosen.entry(watcher).or_default().push(index as u32);
-            });
+        let through = history.through;
+        let mut refused = Vec::new();
+        let HubState {
+            unsynced,
+            watchers,
+            streams,
+            ..
+        } = state;
+        unsynced.for_each_selection(&batch, |selected, keys| {
+            for &key in keys {
+                let Some(watcher) = watchers.get_mut(&key) else {
+                    continue;
+                };
+                if watcher.next_revision > through {
+                    continue;
+                }
+                // The batch is in revision order: skip what this watcher already has.
+                let from = selected.partition_point(|&index| {
+                    batch
+                        .get(index as usize)
+                        .and_then(|event| event.kv.as_ref())
+                        .map_or(0, |kv| kv.mod_revision)
+                        < watcher.next_revision
+                });
+                watcher.next_revision = through + 1;
+                let Some(item) = watcher.events(key.1, &batch, selected, from) else {
+                    continue;
+                };
+                let Some(stream) = streams.get(&key.0) else {
+                    continue;
+                };
+                if let Err(item) = stream.queue.try_push_events(revision, item) {
+                    refused.push((key, item));
+                }
+            }
+        });
+        for (key, item) in refused {
+            if let Some(watcher) = state.watchers.get_mut(&key) {
+                watcher.park(key, item, &mut state.unsynced, &mut state.victims);
+            }
         }
         let members: Vec<WatcherKey> = state.unsynced.members().collect();
         for key in members {
             let Some(watcher) = state.watchers.get_mut(&key) else {
                 continue;
             };
-            if watcher.next_revision > history.through {
-                continue;
+            if watcher.next_revision <= through {
+                // Nothing of this round concerned it.
+                watcher.next_revision = through + 1;
             }
-            let selected: Vec<u32> = chosen
-                .remove(&key)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|&index| {
-                    let event = &batch[index as usize];
-                    let mod_revision = event.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-                    mod_revision >= watcher.next_revision && watcher.wants(event)
-                })
-                .collect();
-            watcher.next_revision = history.through + 1;
-            let caught_up = watcher.next_revision > revision;
-            let range = watcher.range.clone();
-            if !selected.is_empty() {
-                let item = watcher.events(key.1, &batch, selected);
-                let Some(stream) = state.streams.get(&key.0) else {
-                    continue;
-                };
-                if let Err(refused) = stream.queue.try_push_events(revision, item) {
-                    watcher.park(key, refused, &mut state.unsynced, &mut state.victims);
-                    continue;
-                }
-            }
-            if caught_up {
-                state.unsynced.remove(key, &range);
-                state.synced.insert(key, &range);
+            if watcher.next_revision > revision {
+                state.unsynced.remove(key, &watcher.range);
+                state.synced.insert(key, &watcher.range);
                 watcher.state = State::Synced;
             }
         }
-        Ok(!state.unsynced.is_empty() && history.through < revision)
+        Ok(!state.unsynced.is_empty() && through < revision)
     }
 
     fn create(&self, stream_id: u64, request: WatchCreate) -> Option<i64> {
@@ -470,8 +510,10 @@ impl WatchHub {
             range: range.clone(),
             next_revision,
             prev_kv: request.prev_kv,
-            no_put: request.no_put,
-            no_delete: request.no_delete,
+            filters: Filters {
+                no_put: request.no_put,
+                no_delete: request.no_delete,
+            },
             state: if in_past {
                 State::Unsynced
             } else {
@@ -553,6 +595,41 @@ impl WatchHub {
     }
 }
 
+/// Queues what victim `key` holds on `queue`; then it is synced, or unsynced if it missed
+/// revisions meanwhile. False (the victim keeps what did not fit) when the queue is full.
+fn retry_victim(state: &mut HubState, key: WatcherKey, queue: &StreamQueue) -> bool {
+    let Some(watcher) = state.watchers.get_mut(&key) else {
+        state.victims.remove(&key);
+        return true;
+    };
+    let State::Victim(pending) = std::mem::replace(&mut watcher.state, State::Synced) else {
+        state.victims.remove(&key);
+        return true;
+    };
+    let mut pending = pending.into_iter();
+    let mut left = Vec::new();
+    for item in pending.by_ref() {
+        if let Err(item) = queue.try_push_events(state.revision, item) {
+            left.push(item);
+            break;
+        }
+    }
+    left.extend(pending);
+    if !left.is_empty() {
+        watcher.state = State::Victim(left);
+        return false;
+    }
+    state.victims.remove(&key);
+    if watcher.next_revision <= state.revision {
+        watcher.state = State::Unsynced;
+        state.unsynced.insert(key, &watcher.range);
+    } else {
+        watcher.state = State::Synced;
+        state.synced.insert(key, &watcher.range);
+    }
+    true
+}
+
 /// Removes a watcher from every group and its stream's ids; false if it did not exist.
 fn remove_watcher(state: &mut HubState, key: WatcherKey) -> bool {
     let Some(watcher) = state.watchers.remove(&key) else {
@@ -605,6 +682,16 @@ impl WatchStream {
     /// The next message if one is waiting.
     pub fn try_next(&self) -> Option<Delivery> {
         self.queue.try_pop()
+    }
+
+    /// The next message, its events still shared with the other watchers, waiting for one.
+    pub async fn next_shared(&self) -> SharedDelivery {
+        self.queue.pop_shared().await
+    }
+
+    /// The next message, its events still shared, if one is waiting.
+    pub fn try_next_shared(&self) -> Option<SharedDelivery> {
+        self.queue.try_pop_shared()
     }
 }
 

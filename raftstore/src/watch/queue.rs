@@ -9,7 +9,8 @@
 //!   client request;
 //! - events are shared between watchers until the stream's own task copies them out in
 //!   [`StreamQueue::pop`], so publishing a revision to many watchers costs no copies on the apply
-//!   path.
+//!   path; [`StreamQueue::pop_shared`] hands them out still shared, for a reader that encodes
+//!   them straight from the batch (the gRPC layer) and so never copies them at all.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::pb::mvccpb::Event;
+use crate::pb::mvccpb::{event::EventType, Event};
 
 /// One response's worth of news for a watch stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,27 +48,128 @@ pub struct Delivery {
     pub message: WatchMessage,
 }
 
-/// Events of a shared batch chosen for one watcher.
+/// The event types a watcher asked not to get (etcd's `NOPUT` / `NODELETE` filters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Filters {
+    pub no_put: bool,
+    pub no_delete: bool,
+}
+
+impl Filters {
+    pub fn wants(self, event: &Event) -> bool {
+        let is_put = event.r#type == EventType::Put as i32;
+        !(is_put && self.no_put || !is_put && self.no_delete)
+    }
+}
+
+/// Events of a shared batch chosen for one watcher: the selection (shared by every watcher of
+/// the same key or range) from `from` on, less what its filters drop.
 #[derive(Debug, Clone)]
 pub(super) struct EventSlice {
     pub batch: Arc<Vec<Event>>,
-    pub selected: Vec<u32>,
+    pub selected: Arc<[u32]>,
+    pub from: usize,
+    pub filters: Filters,
     pub with_prev_kv: bool,
 }
 
 impl EventSlice {
-    fn materialize(&self) -> Vec<Event> {
+    /// The slice, unless it would carry no event.
+    pub fn non_empty(self) -> Option<Self> {
+        let any = self.events().any(|event| self.filters.wants(event));
+        any.then_some(self)
+    }
+
+    fn events(&self) -> impl Iterator<Item = &Event> + '_ {
         self.selected
+            .get(self.from..)
+            .unwrap_or_default()
             .iter()
             .filter_map(|&index| self.batch.get(index as usize))
+    }
+
+    fn materialize(&self) -> Vec<Event> {
+        self.events()
+            .filter(|event| self.filters.wants(event))
             .map(|event| {
-                let mut event = event.clone();
-                if !self.with_prev_kv {
-                    event.prev_kv = None;
+                if self.with_prev_kv {
+                    event.clone()
+                } else {
+                    Event {
+                        r#type: event.r#type,
+                        kv: event.kv.clone(),
+                        prev_kv: None,
+                    }
                 }
-                event
             })
             .collect()
+    }
+}
+
+/// The events of one message, still shared with every watcher they concern: read them with
+/// [`SharedEvents::iter`], leaving out each event's `prev_kv` unless
+/// [`SharedEvents::with_prev_kv`].
+#[derive(Debug, Clone)]
+pub struct SharedEvents(EventSlice);
+
+impl SharedEvents {
+    /// All of `events`, as a watcher with (or without) `prev_kv` gets them.
+    pub fn new(events: Vec<Event>, with_prev_kv: bool) -> Self {
+        let selected: Vec<u32> = (0..events.len() as u32).collect();
+        SharedEvents(EventSlice {
+            batch: Arc::new(events),
+            selected: Arc::from(selected),
+            from: 0,
+            filters: Filters::default(),
+            with_prev_kv,
+        })
+    }
+
+    /// The events, in order (filters applied; `prev_kv` as stored).
+    pub fn iter(&self) -> impl Iterator<Item = &Event> + '_ {
+        let filters = self.0.filters;
+        self.0.events().filter(move |event| filters.wants(event))
+    }
+
+    /// Whether the watcher asked for each event's previous key-value.
+    pub fn with_prev_kv(&self) -> bool {
+        self.0.with_prev_kv
+    }
+
+    /// Copies of the events, as the watcher gets them.
+    pub fn to_vec(&self) -> Vec<Event> {
+        self.0.materialize()
+    }
+}
+
+/// A message whose events (if any) are still shared.
+#[derive(Debug, Clone)]
+pub enum SharedMessage {
+    Events { watch_id: i64, events: SharedEvents },
+    Other(WatchMessage),
+}
+
+/// A [`SharedMessage`] with the hub revision it was stamped with.
+#[derive(Debug, Clone)]
+pub struct SharedDelivery {
+    pub revision: i64,
+    pub message: SharedMessage,
+}
+
+impl SharedDelivery {
+    /// The delivery with its events copied out.
+    pub fn materialize(self) -> Delivery {
+        let message = match self.message {
+            SharedMessage::Events { watch_id, events } => WatchMessage::Events {
+                watch_id,
+                events: events.to_vec(),
+            },
+            SharedMessage::Other(message) => message,
+        };
+        Delivery {
+            revision: self.revision,
+            message,
+        }
     }
 }
 
@@ -115,6 +217,11 @@ impl StreamQueue {
         Ok(())
     }
 
+    /// Whether an event message would be accepted now.
+    pub fn has_room(&self) -> bool {
+        self.inner.lock().event_items < self.capacity
+    }
+
     /// Queues a control message; always accepted.
     pub fn push_control(&self, revision: i64, message: WatchMessage) {
         self.inner
@@ -126,20 +233,31 @@ impl StreamQueue {
 
     /// The next message, waiting for one. Only the stream's own task may call this.
     pub async fn pop(&self) -> Delivery {
+        self.pop_shared().await.materialize()
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_pop(&self) -> Option<Delivery> {
+        self.try_pop_shared().map(SharedDelivery::materialize)
+    }
+
+    /// The next message, its events still shared, waiting for one. Only the stream's own task
+    /// may call this.
+    pub async fn pop_shared(&self) -> SharedDelivery {
         loop {
-            if let Some(delivery) = self.try_pop() {
+            if let Some(delivery) = self.try_pop_shared() {
                 return delivery;
             }
             self.ready.notified().await;
         }
     }
 
-    /// The next message if one is waiting.
-    pub fn try_pop(&self) -> Option<Delivery> {
+    /// The next message, its events still shared, if one is waiting.
+    pub fn try_pop_shared(&self) -> Option<SharedDelivery> {
         let mut inner = self.inner.lock();
         let (revision, item) = inner.items.pop_front()?;
         let message = match item {
-            Queued::Control(message) => message,
+            Queued::Control(message) => SharedMessage::Other(message),
             Queued::Events { watch_id, slice } => {
                 let was_full = inner.event_items >= self.capacity;
                 inner.event_items -= 1;
@@ -147,13 +265,13 @@ impl StreamQueue {
                 if was_full {
                     self.room.notify_one();
                 }
-                WatchMessage::Events {
+                SharedMessage::Events {
                     watch_id,
-                    events: slice.materialize(),
+                    events: SharedEvents(slice),
                 }
             }
         };
-        Some(Delivery { revision, message })
+        Some(SharedDelivery { revision, message })
     }
 
     /// Event messages waiting.
@@ -184,7 +302,9 @@ mod tests {
             watch_id,
             slice: EventSlice {
                 batch: Arc::clone(batch),
-                selected,
+                selected: Arc::from(selected),
+                from: 0,
+                filters: Filters::default(),
                 with_prev_kv: false,
             },
         }
