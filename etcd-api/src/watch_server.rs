@@ -14,9 +14,11 @@ use std::task::{Context, Poll};
 use prost::encoding::{self, DecodeContext, WireType};
 use prost::{DecodeError, Message};
 use raftstore::watch::SharedEvents;
+use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 use tonic::codegen::{http, Body, BoxFuture, EnabledCompressionEncodings, Service, StdError};
 use tonic::server::{NamedService, StreamingService};
 use tonic::{Response, Status, Streaming};
+use tonic_prost::ProstDecoder;
 
 use crate::pb::etcdserverpb::{WatchRequest, WatchResponse};
 use crate::pb::mvccpb::Event;
@@ -24,6 +26,11 @@ use crate::watch::{WatchReplies, WatchService};
 
 /// The field number of `WatchResponse.events`, its last field.
 const EVENTS_FIELD: u32 = 11;
+
+/// The encode buffer gRPC starts each write with (tonic's default is 8 KiB, grown by doubling).
+const ENCODE_BUFFER_BYTES: usize = 64 * 1024;
+/// Encoded bytes after which gRPC hands a write to HTTP/2 (tonic's default).
+const ENCODE_YIELD_BYTES: usize = 32 * 1024;
 
 /// A `WatchResponse` as sent: whole, or without its events plus the shared events.
 #[derive(Debug, Clone)]
@@ -121,6 +128,44 @@ impl Message for WatchReply {
     }
 }
 
+/// Decodes requests with prost; encodes replies into room reserved for their exact size, so
+/// a large catch-up reply is not grown (and copied) step by step.
+#[derive(Debug, Clone, Copy, Default)]
+struct WatchCodec;
+
+impl Codec for WatchCodec {
+    type Encode = WatchReply;
+    type Decode = WatchRequest;
+    type Encoder = WatchEncoder;
+    type Decoder = ProstDecoder<WatchRequest>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        WatchEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstDecoder::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct WatchEncoder;
+
+impl Encoder for WatchEncoder {
+    type Item = WatchReply;
+    type Error = Status;
+
+    fn encode(&mut self, item: WatchReply, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.reserve(item.encoded_len());
+        item.encode_raw(buf);
+        Ok(())
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(ENCODE_BUFFER_BYTES, ENCODE_YIELD_BYTES)
+    }
+}
+
 /// The Watch service as a tower service, in place of the generated `WatchServer`.
 #[derive(Clone)]
 pub struct WatchServer {
@@ -206,8 +251,7 @@ where
             self.max_encoding_message_size,
         );
         Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<WatchReply, WatchRequest>::default();
-            let mut grpc = tonic::server::Grpc::new(codec)
+            let mut grpc = tonic::server::Grpc::new(WatchCodec)
                 .apply_compression_config(
                     EnabledCompressionEncodings::default(),
                     EnabledCompressionEncodings::default(),

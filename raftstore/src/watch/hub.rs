@@ -4,7 +4,8 @@
 //! - **synced**: it has every event up to the hub's revision queued; the apply path hands it new
 //!   events directly ([`WatchHub::notify`]);
 //! - **unsynced**: it starts in the past or fell behind; the sync task reads its missing events
-//!   from the store, oldest first, a bounded batch at a time, until it catches up;
+//!   from the store, oldest first, a bounded batch at a time, until it catches up (a watcher
+//!   whose stream is full waits, unsynced, for room: it is never parked with history);
 //! - **victim**: its stream's queue was full; it holds the one message that did not fit, takes
 //!   no new events, and is retried as soon as the queue has room — then it becomes synced, or
 //!   unsynced if it missed revisions meanwhile.
@@ -34,7 +35,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{watch, Notify};
 
-use super::fast_hash::FastMap;
+use super::fast_hash::{FastMap, FastSet};
 use super::group::{WatcherGroup, WatcherKey};
 use super::key_range::KeyRange;
 use super::queue::{
@@ -323,7 +324,7 @@ impl WatchHub {
                 state.victims.retain(|key| key.0 != stream_id);
                 continue;
             };
-            if !stream.queue.has_room() {
+            if stream.queue.free_slots() == 0 {
                 continue;
             }
             let queue = Arc::clone(&stream.queue);
@@ -359,8 +360,11 @@ impl WatchHub {
     }
 
     /// One round of catching up: cancels watchers whose history was compacted away, reads the
-    /// next batch of history for the rest and queues it. Returns whether unsynced watchers are
-    /// left that could make progress now.
+    /// next batch of history for those whose stream has room and queues it, oldest watchers
+    /// first. A watcher whose stream fills up during the round is left as it was (unsynced, at
+    /// the same revision) rather than parked with part of the batch, so no round's history
+    /// stays in memory for a stream that cannot take it. Returns whether another round could
+    /// make progress now.
     pub(crate) fn sync_unsynced(&self) -> Result<bool, StorageError> {
         let mut guard = self.state.lock();
         let state = &mut *guard;
@@ -373,6 +377,9 @@ impl WatchHub {
         let members: Vec<WatcherKey> = state.unsynced.members().collect();
         let mut oldest = i64::MAX;
         let mut any_prev_kv = false;
+        // The watchers this round serves: behind, and with room in their stream.
+        let min_free_slots = (self.config.queue_capacity / 4).max(1);
+        let mut serving: FastSet<WatcherKey> = FastSet::default();
         for key in members {
             let Some(watcher) = state.watchers.get(&key) else {
                 continue;
@@ -398,12 +405,19 @@ impl WatchHub {
                 if let Some(watcher) = state.watchers.get_mut(&key) {
                     watcher.state = State::Synced;
                 }
-            } else {
-                oldest = oldest.min(watcher.next_revision);
-                any_prev_kv |= watcher.prev_kv;
+            } else if let Some(stream) = state.streams.get(&key.0) {
+                // A stream nearly full would take a message or two of a round read for it.
+                if stream.queue.free_slots() >= min_free_slots {
+                    oldest = oldest.min(watcher.next_revision);
+                    any_prev_kv |= watcher.prev_kv;
+                    serving.insert(key);
+                } else {
+                    stream.queue.want_room();
+                }
             }
         }
-        if state.unsynced.is_empty() {
+        if serving.is_empty() {
+            // Caught up, or every stream is full: the next room in one wakes the task.
             return Ok(false);
         }
         let history =
@@ -411,7 +425,8 @@ impl WatchHub {
         drop(store);
         let batch = Arc::new(history.events);
         let through = history.through;
-        let mut refused = Vec::new();
+        let mut full: FastSet<WatcherKey> = FastSet::default();
+        let mut delivered = false;
         let HubState {
             unsynced,
             watchers,
@@ -419,46 +434,51 @@ impl WatchHub {
             ..
         } = state;
         unsynced.for_each_selection(&batch, |selected, keys| {
-            for &key in keys {
+            // Oldest first: whoever a full stream turns away now is served first next round.
+            let mut order: Vec<(i64, WatcherKey)> = keys
+                .iter()
+                .filter(|key| serving.contains(key))
+                .filter_map(|key| Some((watchers.get(key)?.next_revision, *key)))
+                .filter(|(next_revision, _)| *next_revision <= through)
+                .collect();
+            order.sort_unstable();
+            for (next_revision, key) in order {
                 let Some(watcher) = watchers.get_mut(&key) else {
                     continue;
                 };
-                if watcher.next_revision > through {
-                    continue;
-                }
                 // The batch is in revision order: skip what this watcher already has.
                 let from = selected.partition_point(|&index| {
                     batch
                         .get(index as usize)
                         .and_then(|event| event.kv.as_ref())
                         .map_or(0, |kv| kv.mod_revision)
-                        < watcher.next_revision
+                        < next_revision
                 });
-                watcher.next_revision = through + 1;
                 let Some(item) = watcher.events(key.1, &batch, selected, from) else {
                     continue;
                 };
                 let Some(stream) = streams.get(&key.0) else {
                     continue;
                 };
-                if let Err(item) = stream.queue.try_push_events(revision, item) {
-                    refused.push((key, item));
+                if stream.queue.try_push_events(revision, item).is_ok() {
+                    delivered = true;
+                } else {
+                    full.insert(key);
                 }
             }
         });
-        for (key, item) in refused {
-            if let Some(watcher) = state.watchers.get_mut(&key) {
-                watcher.park(key, item, &mut state.unsynced, &mut state.victims);
-            }
-        }
         let members: Vec<WatcherKey> = state.unsynced.members().collect();
         for key in members {
+            if !serving.contains(&key) || full.contains(&key) {
+                continue;
+            }
             let Some(watcher) = state.watchers.get_mut(&key) else {
                 continue;
             };
             if watcher.next_revision <= through {
-                // Nothing of this round concerned it.
+                // Everything of this round it wanted is queued.
                 watcher.next_revision = through + 1;
+                delivered = true;
             }
             if watcher.next_revision > revision {
                 state.unsynced.remove(key, &watcher.range);
@@ -466,7 +486,7 @@ impl WatchHub {
                 watcher.state = State::Synced;
             }
         }
-        Ok(!state.unsynced.is_empty() && through < revision)
+        Ok(delivered && !state.unsynced.is_empty() && through < revision)
     }
 
     fn create(&self, stream_id: u64, request: WatchCreate) -> Option<i64> {

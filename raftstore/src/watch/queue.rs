@@ -4,7 +4,9 @@
 //! - messages come out in the order they went in, each stamped with the hub's revision at the
 //!   moment it went in — so header revisions on a stream never go backwards;
 //! - at most `capacity` event messages wait at once: [`StreamQueue::try_push_events`] refuses
-//!   more, and the hub then parks the watcher (a victim) instead of growing memory; control
+//!   more, and the hub then parks the watcher (a victim) instead of growing memory; once the
+//!   queue has drained to half, the hub is woken to refill it (many messages per wake-up, not
+//!   one); control
 //!   messages (created, canceled, progress) are always accepted, and there is at most one per
 //!   client request;
 //! - events are shared between watchers until the stream's own task copies them out in
@@ -184,13 +186,18 @@ pub(super) enum Queued {
 struct Inner {
     items: VecDeque<(i64, Queued)>,
     event_items: usize,
+    /// A message was refused, or the hub skipped the stream while catching up: wake it once
+    /// the queue has drained to half.
+    room_wanted: bool,
 }
 
 pub(super) struct StreamQueue {
     inner: Mutex<Inner>,
     capacity: usize,
     ready: Notify,
-    /// Woken when a full queue gets room, so the hub retries its parked watchers at once.
+    /// Woken when a queue that refused a message (or that the hub skipped while catching up)
+    /// has drained to half its capacity, so the hub refills it with many messages per wake-up,
+    /// not one.
     room: Arc<Notify>,
 }
 
@@ -208,6 +215,7 @@ impl StreamQueue {
     pub fn try_push_events(&self, revision: i64, item: Queued) -> Result<(), Queued> {
         let mut inner = self.inner.lock();
         if inner.event_items >= self.capacity {
+            inner.room_wanted = true;
             return Err(item);
         }
         inner.event_items += 1;
@@ -217,9 +225,21 @@ impl StreamQueue {
         Ok(())
     }
 
-    /// Whether an event message would be accepted now.
-    pub fn has_room(&self) -> bool {
-        self.inner.lock().event_items < self.capacity
+    /// How many more event messages would be accepted now.
+    pub fn free_slots(&self) -> usize {
+        self.capacity.saturating_sub(self.inner.lock().event_items)
+    }
+
+    /// Asks for the hub to be woken once the queue has drained to half its capacity (at once
+    /// if it already has).
+    pub fn want_room(&self) {
+        let mut inner = self.inner.lock();
+        if inner.event_items <= self.capacity / 2 {
+            drop(inner);
+            self.room.notify_one();
+        } else {
+            inner.room_wanted = true;
+        }
     }
 
     /// Queues a control message; always accepted.
@@ -259,10 +279,13 @@ impl StreamQueue {
         let message = match item {
             Queued::Control(message) => SharedMessage::Other(message),
             Queued::Events { watch_id, slice } => {
-                let was_full = inner.event_items >= self.capacity;
                 inner.event_items -= 1;
+                let wake = inner.room_wanted && inner.event_items <= self.capacity / 2;
+                if wake {
+                    inner.room_wanted = false;
+                }
                 drop(inner);
-                if was_full {
+                if wake {
                     self.room.notify_one();
                 }
                 SharedMessage::Events {
@@ -355,13 +378,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_queue_that_drains_wakes_the_hub() {
+    async fn a_queue_that_refused_wakes_the_hub_once_drained_to_half() {
         let room = Arc::new(Notify::new());
-        let queue = StreamQueue::new(1, Arc::clone(&room));
+        let queue = StreamQueue::new(4, Arc::clone(&room));
         let batch = Arc::new(vec![event("a", false)]);
-        queue
-            .try_push_events(2, events_item(0, &batch, vec![0]))
-            .expect("room");
+        for revision in 2..6 {
+            queue
+                .try_push_events(revision, events_item(0, &batch, vec![0]))
+                .expect("room");
+        }
+        assert!(queue
+            .try_push_events(6, events_item(0, &batch, vec![0]))
+            .is_err());
+        assert_eq!(queue.free_slots(), 0);
+        let _ = queue.pop().await;
+        assert_eq!(queue.free_slots(), 1);
         let woken = room.notified();
         let _ = queue.pop().await;
         tokio::time::timeout(std::time::Duration::from_secs(1), woken)

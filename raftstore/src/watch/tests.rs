@@ -415,3 +415,43 @@ fn an_empty_range_is_refused() {
         }
     );
 }
+
+#[test]
+fn many_watchers_behind_on_one_small_stream_all_catch_up_in_order_once() {
+    let mut fixture = Fixture::new(HubConfig {
+        queue_capacity: 4,
+        sync_batch_events: 5,
+        ..HubConfig::default()
+    });
+    let mut written = Vec::new();
+    for n in 0..30 {
+        written.push(fixture.put(&format!("m/{n}"), "v"));
+    }
+    let stream = fixture.hub.open_stream();
+    let ids: Vec<i64> = (0..10)
+        .map(|_| stream.watch(watch_prefix("m/", 1)).expect("created"))
+        .collect();
+    let mut got: Vec<Vec<i64>> = vec![Vec::new(); ids.len()];
+    for round in 0..500 {
+        // Live writes go on while the watchers catch up from history.
+        if round < 10 {
+            written.push(fixture.put(&format!("m/live-{round}"), "v"));
+        }
+        fixture.sync();
+        let delivered = drain(&stream);
+        for (index, id) in ids.iter().enumerate() {
+            got[index].extend(
+                events_of(&delivered, *id)
+                    .into_iter()
+                    .map(|(rev, _, _)| rev),
+            );
+        }
+        if round >= 10 && got.iter().all(|revisions| revisions.len() >= written.len()) {
+            break;
+        }
+    }
+    for revisions in &got {
+        assert_eq!(revisions, &written);
+    }
+    assert_eq!(fixture.hub.watcher_counts(), (ids.len(), 0, 0));
+}
