@@ -79,7 +79,21 @@ pub struct ServerArgs {
     #[arg(long, env = "K3RS_TLS_SAN", value_delimiter = ',')]
     pub tls_san: Vec<String>,
 
-    /// HTTPS listen port of the supervisor.
+    /// Write the admin kubeconfig to FILE [default: /etc/rancher/k3rs/k3rs.yaml as root,
+    /// ~/.kube/k3rs.yaml otherwise]; it is also written to DATA_DIR/server/cred/admin.kubeconfig.
+    #[arg(long, short = 'o', env = "K3RS_KUBECONFIG_OUTPUT", value_name = "FILE")]
+    pub write_kubeconfig: Option<PathBuf>,
+
+    /// File mode of the kubeconfig written to --write-kubeconfig (octal, like chmod).
+    #[arg(
+        long,
+        env = "K3RS_KUBECONFIG_MODE",
+        default_value = "0600",
+        value_name = "MODE"
+    )]
+    pub write_kubeconfig_mode: String,
+
+    /// HTTPS listen port of the supervisor and the Kubernetes API.
     #[arg(long, env = "K3RS_HTTPS_LISTEN_PORT", default_value_t = 6443)]
     pub https_listen_port: u16,
 

@@ -17,6 +17,7 @@ mod exposition;
 mod go_duration;
 mod http_response;
 mod join;
+mod kube;
 mod member;
 mod member_metrics;
 mod metrics_server;

@@ -37,6 +37,8 @@ pub struct CertAndKey {
 #[derive(Debug, Clone)]
 pub struct LeafSpec {
     pub common_name: String,
+    /// The subject's organization (Kubernetes reads it as the user's group), if any.
+    pub organization: Option<String>,
     /// Host names and IP addresses the certificate is valid for (server certificates).
     pub subject_alt_names: Vec<String>,
     pub server_auth: bool,
@@ -109,6 +111,11 @@ impl CertAuthority {
         params
             .distinguished_name
             .push(DnType::CommonName, spec.common_name.clone());
+        if let Some(organization) = &spec.organization {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, organization.clone());
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,

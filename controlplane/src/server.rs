@@ -1,8 +1,9 @@
 //! `k3rs server`: a k3s-style server — certificates and the join token under
 //! `<data-dir>/server/`, joining the cluster at `--server` when it has no data yet, then the
 //! embedded etcd member with mTLS on its client and peer ports, the supervisor API (with the
-//! snapshot operations of `k3rs etcd-snapshot`), scheduled snapshots, and (on the leader)
-//! promotion of caught-up learners.
+//! snapshot operations of `k3rs etcd-snapshot`) and the Kubernetes API on the HTTPS port with
+//! an admin kubeconfig, scheduled snapshots, and (on the leader) promotion of caught-up
+//! learners.
 //!
 //! Guarantees: the member's name (`<node-name>-<8 hex>`, as k3s names members) is chosen once
 //! and kept in `server/db/name`, so a restart is the same member; the token file is written
@@ -26,6 +27,7 @@ use crate::cli::ServerArgs;
 use crate::etcd_snapshot::schedule;
 use crate::etcd_snapshot::service::SnapshotService;
 use crate::join::{self, SupervisorClient};
+use crate::kube::{kubeconfig, Authenticator, KubeApi};
 use crate::member::{create_private_dir, MemberSettings, MemberTls};
 use crate::pki::write_file;
 use crate::server_tls::{ServerNames, ServerTls, TlsDir};
@@ -79,8 +81,17 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         plan.token.clone(),
         bootstrap_data,
     ));
+    let kube = Arc::new(KubeApi::new(
+        serving_rx.clone(),
+        Authenticator::new(plan.tls.client_verifier.clone()),
+    ));
+    let defaults = tokio::spawn(crate::kube::create_defaults(
+        serving_rx.clone(),
+        stop_rx.clone(),
+    ));
     let supervisor_tasks = supervisor::serve(
         supervisor,
+        kube,
         &plan.supervisor_addrs,
         plan.tls.supervisor.clone(),
         stop_rx.clone(),
@@ -93,6 +104,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         let _ = task.await;
     }
     let _ = promoter.await;
+    let _ = defaults.await;
     let _ = keeper.await;
     let _ = scheduler.await;
     outcome
@@ -145,6 +157,16 @@ pub async fn prepare(args: &ServerArgs, now: OffsetDateTime) -> Result<ServerPla
     };
     let tls = tls_dir.prepare(&names, now)?;
     let token = ensure_token_file(&server_dir, given_token, &tls_dir)?;
+    kubeconfig::write(
+        &tls_dir,
+        &server_dir,
+        &kubeconfig::server_url(args.bind_address, args.https_listen_port),
+        &args
+            .write_kubeconfig
+            .clone()
+            .unwrap_or_else(kubeconfig::default_output),
+        kubeconfig::parse_mode(&args.write_kubeconfig_mode)?,
+    )?;
 
     let member_name = member_name(&server_dir.join("db"), &node_name)?;
     let client_url = format!("https://{}", socket(node_ip, args.etcd_client_port));

@@ -2,30 +2,37 @@
 //! rustls configurations made from them.
 //!
 //! Files: `server-ca.{crt,key}` (the cluster CA the join token pins, served at `/cacerts`),
-//! `serving-kube-apiserver.{crt,key}` (the supervisor port's certificate) and, under `etcd/`,
+//! `serving-kube-apiserver.{crt,key}` (the supervisor and Kubernetes API port's certificate),
+//! `client-ca.{crt,key}` (signs the Kubernetes API's client certificates) with
+//! `client-admin.{crt,key}` (CN `system:admin`, O `system:masters`) and, under `etcd/`,
 //! `server-ca`, `server-client` (CN `etcd-server`), `client` (CN `etcd-client`), `peer-ca`
 //! and `peer-server-client` (CN `etcd-peer`). CAs are made on first start (or come from the
 //! cluster when joining); leaf certificates are renewed at start as [`crate::pki`] says.
 //!
-//! Guarantees: both etcd ports require a client certificate signed by their CA (mTLS); every
+//! Guarantees: both etcd ports require a client certificate signed by their CA (mTLS); the
+//! HTTPS port (6443) requests a client certificate but does not require one (the supervisor's
+//! clients use basic auth), leaving the check against the client CA to the Kubernetes API; every
 //! configuration names its crypto provider explicitly, so no other crate's choice can change it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::RootCertStore;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use time::OffsetDateTime;
 
 use crate::member::create_private_dir;
 use crate::pki::{self, CertAuthority, LeafSpec};
 
 /// The certificate authorities a cluster shares; a joining server receives them.
-pub const CLUSTER_CAS: [(&str, &str); 3] = [
+pub const CLUSTER_CAS: [(&str, &str); 4] = [
     ("server-ca", "k3rs-server-ca"),
+    ("client-ca", "k3rs-client-ca"),
     ("etcd/server-ca", "etcd-server-ca"),
     ("etcd/peer-ca", "etcd-peer-ca"),
 ];
@@ -70,8 +77,11 @@ pub struct ServerTls {
     pub etcd_peer_client: Arc<rustls::ClientConfig>,
     /// Dialling members' client ports as `etcd-client` (membership changes while joining).
     pub etcd_client: Arc<rustls::ClientConfig>,
-    /// The supervisor port (6443).
+    /// The supervisor and Kubernetes API port (6443): asks for (but does not require) a client
+    /// certificate.
     pub supervisor: Arc<rustls::ServerConfig>,
+    /// Checks a client certificate against the client CA (`client-ca.crt`).
+    pub client_verifier: Arc<dyn ClientCertVerifier>,
 }
 
 impl TlsDir {
@@ -107,16 +117,18 @@ impl TlsDir {
             let (stem, name) = CLUSTER_CAS[index];
             CertAuthority::load_or_generate(&self.stem(stem), name, now)
         };
-        let (cluster_ca, etcd_ca, peer_ca) = (load(0)?, load(1)?, load(2)?);
+        let (cluster_ca, client_ca, etcd_ca, peer_ca) = (load(0)?, load(1)?, load(2)?, load(3)?);
         let sans = names.subject_alt_names();
         let server_leaf = |common_name: &str| LeafSpec {
             common_name: common_name.to_string(),
+            organization: None,
             subject_alt_names: sans.clone(),
             server_auth: true,
             client_auth: true,
         };
         let client_leaf = LeafSpec {
             common_name: "etcd-client".to_string(),
+            organization: None,
             subject_alt_names: Vec::new(),
             server_auth: false,
             client_auth: true,
@@ -124,6 +136,17 @@ impl TlsDir {
         cluster_ca.ensure_leaf(
             &self.stem("serving-kube-apiserver"),
             &server_leaf("kube-apiserver"),
+            now,
+        )?;
+        client_ca.ensure_leaf(
+            &self.stem("client-admin"),
+            &LeafSpec {
+                common_name: "system:admin".to_string(),
+                organization: Some("system:masters".to_string()),
+                subject_alt_names: Vec::new(),
+                server_auth: false,
+                client_auth: true,
+            },
             now,
         )?;
         etcd_ca.ensure_leaf(
@@ -144,6 +167,12 @@ impl TlsDir {
     pub fn configs(&self) -> Result<ServerTls> {
         let etcd_ca = self.stem("etcd/server-ca");
         let peer_ca = self.stem("etcd/peer-ca");
+        let client_verifier = WebPkiClientVerifier::builder_with_provider(
+            Arc::new(root_store(&self.stem("client-ca"))?),
+            crypto_provider(),
+        )
+        .build()
+        .context("building the Kubernetes API client certificate verifier")?;
         Ok(ServerTls {
             etcd_client_port: etcd_api::tls::server_config_for_grpc(mutual_server_config(
                 &etcd_ca,
@@ -161,7 +190,11 @@ impl TlsDir {
                 &etcd_ca,
                 &self.stem("etcd/client"),
             )?),
-            supervisor: Arc::new(server_config(&self.stem("serving-kube-apiserver"))?),
+            supervisor: Arc::new(requesting_server_config(
+                &self.stem("serving-kube-apiserver"),
+                client_verifier.clone(),
+            )?),
+            client_verifier,
         })
     }
 }
@@ -217,15 +250,73 @@ fn mutual_server_config(ca: &Path, leaf: &Path) -> Result<rustls::ServerConfig> 
         .with_context(|| format!("using the certificate {}", leaf.display()))
 }
 
-/// A server config presenting `<leaf>`, without client certificates.
-fn server_config(leaf: &Path) -> Result<rustls::ServerConfig> {
+/// A server config presenting `<leaf>` that asks clients for a certificate (naming the CAs
+/// of `verifier`) without requiring one, and accepts any certificate whose key the client
+/// proves it holds: whether it is trusted is decided per request, as kube-apiserver does
+/// (`tls.RequestClientCert`), so a foreign certificate gets `401` rather than a failed
+/// handshake.
+fn requesting_server_config(
+    leaf: &Path,
+    verifier: Arc<dyn ClientCertVerifier>,
+) -> Result<rustls::ServerConfig> {
     let (certs, key) = chain_and_key(leaf)?;
     rustls::ServerConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         .context("choosing TLS versions")?
-        .with_no_client_auth()
+        .with_client_cert_verifier(Arc::new(RequestClientCert { inner: verifier }))
         .with_single_cert(certs, key)
         .with_context(|| format!("using the certificate {}", leaf.display()))
+}
+
+/// Go's `tls.RequestClientCert`: asks for a certificate, checks only the handshake signature.
+#[derive(Debug)]
+struct RequestClientCert {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for RequestClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// A client config trusting the CA `<ca>` and presenting `<leaf>`.

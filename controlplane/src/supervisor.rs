@@ -1,4 +1,5 @@
-//! The supervisor API on the HTTPS port (6443), as k3s serves it to joining servers.
+//! The supervisor API on the HTTPS port (6443), as k3s serves it to joining servers; the
+//! Kubernetes API ([`crate::kube`]) shares the port and takes its own paths.
 //!
 //! - `GET /cacerts`: the cluster CA bundle, unauthenticated (a joiner checks its hash against
 //!   the token before trusting anything else);
@@ -33,6 +34,7 @@ use tokio::sync::watch;
 use crate::etcd_snapshot::api::{SnapshotRequest, MAX_REQUEST_BYTES, SNAPSHOT_PATH};
 use crate::etcd_snapshot::service::{ServiceError, SnapshotService};
 use crate::http_response::{text, with_type};
+use crate::kube::KubeApi;
 use crate::pki::{read_pair, CertAndKey};
 use crate::server_tls::{TlsDir, CLUSTER_CAS};
 use crate::token::{Token, SERVER_USER};
@@ -256,9 +258,10 @@ impl Supervisor {
     }
 }
 
-/// Serves `supervisor` on `addrs` until `stop` turns true.
+/// Serves `supervisor` and the Kubernetes API `kube` on `addrs` until `stop` turns true.
 pub async fn serve(
     supervisor: Arc<Supervisor>,
+    kube: Arc<KubeApi>,
     addrs: &[SocketAddr],
     tls: Arc<rustls::ServerConfig>,
     stop: watch::Receiver<bool>,
@@ -272,8 +275,9 @@ pub async fn serve(
             .with_context(|| format!("listening for the supervisor API on {addr}"))?;
         let connections = etcd_api::tls::accept_tls(incoming, tls.clone());
         let supervisor = supervisor.clone();
+        let kube = kube.clone();
         let mut stop = stop.clone();
-        tracing::info!(%addr, "supervisor API listening");
+        tracing::info!(%addr, "supervisor and Kubernetes API listening");
         let connections_task = async move {
             let mut connections = std::pin::pin!(connections);
             loop {
@@ -284,10 +288,21 @@ pub async fn serve(
                 };
                 let Some(Ok(conn)) = next else { return };
                 let supervisor = supervisor.clone();
+                let kube = kube.clone();
+                let user = Arc::new(kube.authenticate(conn.peer_certificates().as_deref()));
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                         let supervisor = supervisor.clone();
-                        async move { Ok::<_, Infallible>(supervisor.respond(request).await) }
+                        let kube = kube.clone();
+                        let user = user.clone();
+                        async move {
+                            let response = if crate::kube::is_api_path(request.uri().path()) {
+                                kube.respond(request, user.as_ref().as_ref()).await
+                            } else {
+                                supervisor.respond(request).await.map(BodyExt::boxed)
+                            };
+                            Ok::<_, Infallible>(response)
+                        }
                     });
                     if let Err(error) = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(conn), service)

@@ -56,6 +56,17 @@ pub struct TlsConn<IO> {
     remote: Option<SocketAddr>,
 }
 
+impl<IO> TlsConn<IO> {
+    /// The certificate chain the client presented in the handshake (leaf first), if any.
+    pub fn peer_certificates(&self) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
+        self.stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|certs| certs.iter().map(|cert| cert.clone().into_owned()).collect())
+    }
+}
+
 impl<IO> Connected for TlsConn<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin,

@@ -8,6 +8,7 @@ fn now() -> OffsetDateTime {
 
 fn server_spec(sans: &[&str]) -> LeafSpec {
     LeafSpec {
+        organization: None,
         common_name: "etcd-server".to_string(),
         subject_alt_names: sans.iter().map(|san| san.to_string()).collect(),
         server_auth: true,

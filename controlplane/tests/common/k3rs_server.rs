@@ -143,6 +143,8 @@ impl K3rsServer {
             .env_remove("K3S_TOKEN")
             .env_remove("K3RS_TOKEN")
             .env_remove("K3RS_CONFIG_FILE")
+            // Never the machine's /etc/rancher/k3rs/k3rs.yaml.
+            .env("K3RS_KUBECONFIG_OUTPUT", self.dir.path().join("k3rs.yaml"))
             .env("RUST_LOG", "info,raft_rs=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cloning the log handle"))
