@@ -33,7 +33,9 @@ use etcd_api::pb::etcdserverpb::{
 
 use crate::pki::write_pair;
 use crate::pki::CertAndKey;
-use crate::server_tls::{crypto_provider, root_store_from_pem, TlsDir, CLUSTER_CAS};
+use crate::server_tls::{
+    crypto_provider, root_store_from_pem, TlsDir, CLUSTER_CAS, OPTIONAL_CLUSTER_CAS,
+};
 use crate::supervisor::{BootstrapData, CriticalSettings, DbInfo, MemberInfo, BOOTSTRAP_PATH};
 use crate::token::Token;
 
@@ -217,10 +219,16 @@ pub fn adopt_bootstrap_data(
 pub fn write_cas(data: &BootstrapData, tls_dir: &TlsDir) -> Result<()> {
     let mut pairs = Vec::new();
     for (stem, _) in CLUSTER_CAS {
-        let pair = data
-            .cas
-            .get(stem)
-            .ok_or_else(|| anyhow!("the bootstrap data lacks the {stem} CA"))?;
+        let Some(pair) = data.cas.get(stem) else {
+            if OPTIONAL_CLUSTER_CAS.contains(&stem) {
+                tracing::warn!(
+                    ca = stem,
+                    "the bootstrap data lacks this CA: generating one"
+                );
+                continue;
+            }
+            bail!("the bootstrap data lacks the {stem} CA");
+        };
         let files = CertAndKey {
             cert_pem: pair.cert.clone(),
             key_pem: pair.key.clone(),

@@ -37,6 +37,10 @@ pub const CLUSTER_CAS: [(&str, &str); 4] = [
     ("etcd/peer-ca", "etcd-peer-ca"),
 ];
 
+/// Cluster CAs that bootstrap data of earlier k3rs versions lacks: a joiner or a restore
+/// without one generates it instead of failing.
+pub const OPTIONAL_CLUSTER_CAS: [&str; 1] = ["client-ca"];
+
 /// Where a server's certificates live.
 #[derive(Debug, Clone)]
 pub struct TlsDir {
@@ -106,6 +110,7 @@ impl TlsDir {
     pub fn has_cluster_cas(&self) -> bool {
         CLUSTER_CAS
             .iter()
+            .filter(|(stem, _)| !OPTIONAL_CLUSTER_CAS.contains(stem))
             .all(|(stem, _)| self.stem(stem).with_extension("key").exists())
     }
 

@@ -817,6 +817,52 @@ async fn lists_page_at_one_revision_and_the_api_needs_a_client_certificate() {
     );
 }
 
+/// A joined server shares the client CA: the first server's admin kubeconfig works against
+/// it, and it serves what was written through the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_server_serves_the_same_api_to_the_same_kubeconfig() {
+    let cluster = Cluster::start("kube-6").await;
+    cluster.kubectl_ok(&["create", "configmap", "shared", "--from-literal=a=1"]);
+    let mut second = K3rsServer::new("127.0.0.2", "kube-7", Ports::pick());
+    let token_file = cluster.server.token_file().display().to_string();
+    second.start(&[
+        "--server",
+        &cluster.server.supervisor_url(),
+        "--token-file",
+        &token_file,
+    ]);
+    second.wait_healthy(READY).await;
+    let on_second = ["--server", &second.supervisor_url()];
+    let deadline = Instant::now() + READY;
+    let data = loop {
+        let output = cluster.kubectl(
+            &[
+                &on_second[..],
+                &["get", "cm", "shared", "-o", "jsonpath={.data.a}"],
+            ]
+            .concat(),
+        );
+        if output.status.success() {
+            break text(&output.stdout);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second server did not serve: {}{}",
+            text(&output.stderr),
+            second.logs()
+        );
+        sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(data, "1");
+    cluster.kubectl_ok(&[&on_second[..], &["create", "configmap", "from-second"]].concat());
+    let names = cluster.kubectl_ok(&["get", "cm", "-o", "name"]);
+    assert!(names.contains("configmap/from-second"), "{names}");
+    assert_eq!(
+        std::fs::read(cluster.server.tls_file("client-ca.crt")).expect("first client CA"),
+        std::fs::read(second.tls_file("client-ca.crt")).expect("second client CA")
+    );
+}
+
 /// The Python `kubernetes` client (from PyPI), as "a client library written by others": list,
 /// watch, create, replace (a stale one refused), patch, delete. Runs with the Python named by
 /// `K3RS_TEST_PYTHON` (default `python3`) and is skipped, saying so, when it lacks the

@@ -173,13 +173,13 @@ async fn get(store: &Store, call: &Call<'_>, name: &str) -> Result<Value, ApiErr
 /// A `continue` token: the revision of the first page and the next key, as kube encodes it.
 fn encode_continue(revision: i64, next_key: &str) -> String {
     let token = json!({ "v": "meta.k8s.io/v1", "rv": revision, "start": next_key });
-    base64::engine::general_purpose::URL_SAFE.encode(token.to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
 }
 
 fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
     let invalid = || ApiError::bad_request(format!("continue key is not valid: {token:?}"));
-    let bytes = base64::engine::general_purpose::URL_SAFE
-        .decode(token)
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
         .map_err(|_| invalid())?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
     let revision = value
