@@ -93,6 +93,11 @@ pub struct ServerArgs {
     )]
     pub write_kubeconfig_mode: String,
 
+    /// Do not serve the Kubernetes API (nor register this server as a node): the HTTPS port
+    /// serves the supervisor alone, and the server writes nothing to the store of its own.
+    #[arg(long, env = "K3RS_DISABLE_APISERVER")]
+    pub disable_apiserver: bool,
+
     /// HTTPS listen port of the supervisor and the Kubernetes API.
     #[arg(long, env = "K3RS_HTTPS_LISTEN_PORT", default_value_t = 6443)]
     pub https_listen_port: u16,

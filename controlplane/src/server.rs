@@ -27,6 +27,7 @@ use crate::cli::ServerArgs;
 use crate::etcd_snapshot::schedule;
 use crate::etcd_snapshot::service::SnapshotService;
 use crate::join::{self, SupervisorClient};
+use crate::kube::node::NodeIdentity;
 use crate::kube::{kubeconfig, Authenticator, KubeApi};
 use crate::member::{create_private_dir, MemberSettings, MemberTls};
 use crate::pki::write_file;
@@ -81,14 +82,27 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         plan.token.clone(),
         bootstrap_data,
     ));
-    let kube = Arc::new(KubeApi::new(
-        serving_rx.clone(),
-        Authenticator::new(plan.tls.client_verifier.clone()),
-    ));
-    let defaults = tokio::spawn(crate::kube::create_defaults(
-        serving_rx.clone(),
-        stop_rx.clone(),
-    ));
+    let (kube, api_tasks) = if args.disable_apiserver {
+        (None, Vec::new())
+    } else {
+        let kube = Arc::new(KubeApi::new(
+            serving_rx.clone(),
+            Authenticator::new(plan.tls.client_verifier.clone()),
+        ));
+        let defaults = tokio::spawn(crate::kube::create_defaults(
+            serving_rx.clone(),
+            stop_rx.clone(),
+        ));
+        let heartbeat = tokio::spawn(crate::kube::node::run(
+            serving_rx.clone(),
+            stop_rx.clone(),
+            NodeIdentity {
+                name: args.node_name(),
+                ip: args.node_ip.unwrap_or_else(default_node_ip),
+            },
+        ));
+        (Some(kube), vec![defaults, heartbeat])
+    };
     let supervisor_tasks = supervisor::serve(
         supervisor,
         kube,
@@ -104,7 +118,9 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         let _ = task.await;
     }
     let _ = promoter.await;
-    let _ = defaults.await;
+    for task in api_tasks {
+        let _ = task.await;
+    }
     let _ = keeper.await;
     let _ = scheduler.await;
     outcome

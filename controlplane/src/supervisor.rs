@@ -258,10 +258,11 @@ impl Supervisor {
     }
 }
 
-/// Serves `supervisor` and the Kubernetes API `kube` on `addrs` until `stop` turns true.
+/// Serves `supervisor` and the Kubernetes API `kube` (when enabled) on `addrs` until `stop`
+/// turns true.
 pub async fn serve(
     supervisor: Arc<Supervisor>,
-    kube: Arc<KubeApi>,
+    kube: Option<Arc<KubeApi>>,
     addrs: &[SocketAddr],
     tls: Arc<rustls::ServerConfig>,
     stop: watch::Receiver<bool>,
@@ -289,17 +290,21 @@ pub async fn serve(
                 let Some(Ok(conn)) = next else { return };
                 let supervisor = supervisor.clone();
                 let kube = kube.clone();
-                let user = Arc::new(kube.authenticate(conn.peer_certificates().as_deref()));
+                let user = Arc::new(
+                    kube.as_ref()
+                        .and_then(|kube| kube.authenticate(conn.peer_certificates().as_deref())),
+                );
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                         let supervisor = supervisor.clone();
                         let kube = kube.clone();
                         let user = user.clone();
                         async move {
-                            let response = if crate::kube::is_api_path(request.uri().path()) {
-                                kube.respond(request, user.as_ref().as_ref()).await
-                            } else {
-                                supervisor.respond(request).await.map(BodyExt::boxed)
+                            let response = match &kube {
+                                Some(kube) if crate::kube::is_api_path(request.uri().path()) => {
+                                    kube.respond(request, user.as_ref().as_ref()).await
+                                }
+                                _ => supervisor.respond(request).await.map(BodyExt::boxed),
                             };
                             Ok::<_, Infallible>(response)
                         }

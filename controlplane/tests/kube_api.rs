@@ -861,6 +861,74 @@ async fn a_joined_server_serves_the_same_api_to_the_same_kubeconfig() {
         std::fs::read(cluster.server.tls_file("client-ca.crt")).expect("first client CA"),
         std::fs::read(second.tls_file("client-ca.crt")).expect("second client CA")
     );
+
+    // Both servers are Ready control-plane/etcd nodes, each with a lease in kube-node-lease.
+    let deadline = Instant::now() + EVENT_WAIT;
+    loop {
+        let nodes = cluster.kubectl_ok(&["get", "nodes", "--no-headers"]);
+        let ready = ["kube-6", "kube-7"].iter().all(|name| {
+            nodes.lines().any(|line| {
+                let cells: Vec<&str> = line.split_whitespace().collect();
+                cells.first() == Some(name)
+                    && cells.get(1) == Some(&"Ready")
+                    && cells.get(2) == Some(&"control-plane,etcd,master")
+            })
+        });
+        if ready {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes not Ready: {nodes}");
+        sleep(Duration::from_millis(250)).await;
+    }
+    let leases = cluster.kubectl_ok(&["get", "leases", "-n", "kube-node-lease", "-o", "name"]);
+    assert!(
+        leases.contains("lease.coordination.k8s.io/kube-6")
+            && leases.contains("lease.coordination.k8s.io/kube-7"),
+        "{leases}"
+    );
+
+    // A node whose lease is not renewed is marked NotReady by the leader.
+    let ghost = r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"ghost"},"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#;
+    cluster.ok(
+        cluster.kubectl_input(&["create", "-f", "-"], ghost),
+        &["create", "ghost"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = cluster.kubectl_ok(&["get", "node", "ghost", "--no-headers"]);
+        if line.split_whitespace().nth(1) == Some("NotReady") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ghost still {line}");
+        sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// With `--disable-apiserver` the port is the supervisor's alone and the server writes nothing
+/// of its own to the store.
+#[tokio::test]
+async fn disable_apiserver_leaves_the_supervisor_alone() {
+    let mut server = K3rsServer::new("127.0.0.1", "kube-8", Ports::pick());
+    server.start(&["--cluster-init", "--disable-apiserver"]);
+    server.wait_healthy(READY).await;
+    let curl = |path: &str| {
+        let output = Command::new("curl")
+            .args(["-s", "--max-time", "20", "-w", " %{http_code}", "--cacert"])
+            .arg(server.tls_file("server-ca.crt"))
+            .arg("--cert")
+            .arg(server.tls_file("client-admin.crt"))
+            .arg("--key")
+            .arg(server.tls_file("client-admin.key"))
+            .arg(format!("{}{path}", server.supervisor_url()))
+            .output()
+            .expect("running curl");
+        text(&output.stdout)
+    };
+    assert!(curl("/api/v1/namespaces").ends_with(" 404"));
+    assert_eq!(curl("/ping"), "pong 200");
+    sleep(Duration::from_secs(1)).await;
+    let keys = server.etcdctl_ok(&["get", "/registry/", "--prefix", "--keys-only"]);
+    assert_eq!(keys.trim(), "", "{keys}");
 }
 
 /// The Python `kubernetes` client (from PyPI), as "a client library written by others": list,

@@ -42,7 +42,8 @@ pub fn version() -> Value {
     })
 }
 
-fn go_arch() -> &'static str {
+/// The architecture as Go names it (`amd64`, `arm64`).
+pub fn go_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

@@ -18,6 +18,7 @@
 //! | [`status`] | `Status` errors |
 //! | [`resources`] | the table of served resources |
 //! | [`kubeconfig`] | the admin kubeconfig |
+//! | [`node`] | this server as a Node, its Lease heartbeat, lapsed nodes NotReady |
 //!
 //! Guarantees: every answer is JSON (a `Status` for every refusal); a request without a
 //! valid client certificate gets `401` before anything else; bodies above
@@ -27,6 +28,7 @@ pub mod api;
 pub mod auth;
 pub mod discovery;
 pub mod kubeconfig;
+pub mod node;
 pub mod object;
 pub mod patch;
 pub mod protobuf;

@@ -25,6 +25,8 @@ pub struct Column {
     pub kind: &'static str,
     pub description: &'static str,
     pub cell: fn(&Value) -> Value,
+    /// Printed after AGE (kubectl's VERSION of nodes) rather than before it.
+    pub after_age: bool,
 }
 
 #[derive(Debug)]
@@ -153,6 +155,45 @@ fn event_message(object: &Value) -> Value {
     object.get("message").cloned().unwrap_or(json!(""))
 }
 
+fn node_status(object: &Value) -> Value {
+    let ready = object
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|conditions| conditions.iter().find(|c| c["type"] == "Ready"))
+        .is_some_and(|ready| ready["status"] == "True");
+    let mut status = if ready { "Ready" } else { "NotReady" }.to_string();
+    if object.pointer("/spec/unschedulable") == Some(&json!(true)) {
+        status.push_str(",SchedulingDisabled");
+    }
+    json!(status)
+}
+
+fn node_roles(object: &Value) -> Value {
+    let roles: Vec<&str> = object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .keys()
+                .filter_map(|key| key.strip_prefix("node-role.kubernetes.io/"))
+                .filter(|role| !role.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    json!(if roles.is_empty() {
+        "<none>".to_string()
+    } else {
+        roles.join(",")
+    })
+}
+
+fn node_version(object: &Value) -> Value {
+    object
+        .pointer("/status/nodeInfo/kubeletVersion")
+        .cloned()
+        .unwrap_or(json!(""))
+}
+
 const CORE: &str = "";
 
 /// Every served resource.
@@ -173,6 +214,7 @@ pub static RESOURCES: &[Resource] = &[
             kind: "string",
             description: "The status of the namespace",
             cell: namespace_phase,
+            after_age: false,
         }],
         fields: &["status.phase"],
     },
@@ -192,6 +234,7 @@ pub static RESOURCES: &[Resource] = &[
             kind: "string",
             description: "Number of entries in data and binaryData",
             cell: configmap_data,
+            after_age: false,
         }],
         fields: &[],
     },
@@ -212,12 +255,14 @@ pub static RESOURCES: &[Resource] = &[
                 kind: "string",
                 description: "The type of the secret",
                 cell: secret_type,
+                after_age: false,
             },
             Column {
                 name: "Data",
                 kind: "string",
                 description: "Number of entries in data",
                 cell: secret_data,
+                after_age: false,
             },
         ],
         fields: &["type"],
@@ -233,7 +278,29 @@ pub static RESOURCES: &[Resource] = &[
         storage: "/registry/minions",
         name_rule: NameRule::Subdomain,
         has_spec: true,
-        columns: &[],
+        columns: &[
+            Column {
+                name: "Status",
+                kind: "string",
+                description: "The status of the node",
+                cell: node_status,
+                after_age: false,
+            },
+            Column {
+                name: "Roles",
+                kind: "string",
+                description: "The roles of the node",
+                cell: node_roles,
+                after_age: false,
+            },
+            Column {
+                name: "Version",
+                kind: "string",
+                description: "Kubelet Version reported by the node.",
+                cell: node_version,
+                after_age: true,
+            },
+        ],
         fields: &["spec.unschedulable"],
     },
     Resource {
@@ -253,12 +320,14 @@ pub static RESOURCES: &[Resource] = &[
                 kind: "string",
                 description: "Short reason of the event",
                 cell: event_reason,
+                after_age: false,
             },
             Column {
                 name: "Message",
                 kind: "string",
                 description: "What happened",
                 cell: event_message,
+                after_age: false,
             },
         ],
         fields: &[
@@ -285,12 +354,14 @@ pub static RESOURCES: &[Resource] = &[
                 kind: "string",
                 description: "The type of the service",
                 cell: service_type,
+                after_age: false,
             },
             Column {
                 name: "Cluster-IP",
                 kind: "string",
                 description: "The service's cluster IP",
                 cell: service_cluster_ip,
+                after_age: false,
             },
         ],
         fields: &[],
@@ -325,6 +396,7 @@ pub static RESOURCES: &[Resource] = &[
             kind: "integer",
             description: "Number of secrets",
             cell: serviceaccount_secrets,
+            after_age: false,
         }],
         fields: &[],
     },
@@ -344,6 +416,7 @@ pub static RESOURCES: &[Resource] = &[
             kind: "string",
             description: "The holder of the lease",
             cell: lease_holder,
+            after_age: false,
         }],
         fields: &[],
     },

@@ -1,5 +1,6 @@
 //! `Table` answers (meta.k8s.io/v1) for clients that ask for them (`Accept: ...;as=Table`, as
-//! `kubectl get` does): NAME first, the resource's own columns, AGE last, each row with the
+//! `kubectl get` does): NAME first, the resource's own columns, AGE (last but for columns
+//! kubectl prints after it, as the VERSION of nodes), each row with the
 //! object's metadata (`includeObject=Metadata`, the default), the whole object (`Object`) or
 //! nothing (`None`).
 //!
@@ -9,7 +10,7 @@
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::resources::Resource;
+use super::resources::{Column, Resource};
 
 /// Whether an `Accept` header asks for a Table.
 pub fn wants_table(accept: &str) -> bool {
@@ -49,16 +50,18 @@ pub fn table(
         "name": "Name", "type": "string", "format": "name", "priority": 0,
         "description": "Name must be unique within a namespace."
     })];
-    for column in resource.columns {
-        columns.push(json!({
+    let column = |column: &Column| {
+        json!({
             "name": column.name, "type": column.kind, "format": "", "priority": 0,
             "description": column.description
-        }));
-    }
+        })
+    };
+    columns.extend(resource.columns.iter().filter(|c| !c.after_age).map(column));
     columns.push(json!({
         "name": "Age", "type": "string", "format": "", "priority": 0,
         "description": "CreationTimestamp is a timestamp representing the server time when this object was created."
     }));
+    columns.extend(resource.columns.iter().filter(|c| c.after_age).map(column));
     let rows: Vec<Value> = objects
         .iter()
         .map(|object| row(resource, object, include, now))
@@ -74,8 +77,10 @@ pub fn table(
 
 fn row(resource: &Resource, object: &Value, include: IncludeObject, now: OffsetDateTime) -> Value {
     let mut cells = vec![json!(super::object::name(object))];
-    cells.extend(resource.columns.iter().map(|column| (column.cell)(object)));
+    let cell = |column: &Column| (column.cell)(object);
+    cells.extend(resource.columns.iter().filter(|c| !c.after_age).map(cell));
     cells.push(json!(age(object, now)));
+    cells.extend(resource.columns.iter().filter(|c| c.after_age).map(cell));
     let mut row = json!({ "cells": cells });
     match include {
         IncludeObject::None => {}
@@ -198,5 +203,22 @@ mod tests {
             .collect();
         assert_eq!(names, vec![json!("Name"), json!("Data"), json!("Age")]);
         assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn node_rows_print_version_after_age() {
+        let nodes = crate::kube::resources::find("", "v1", "nodes").expect("served");
+        let now = parse_rfc3339("2026-11-28T18:00:05Z").expect("parses");
+        let node = json!({
+            "metadata": {"name": "n1", "creationTimestamp": "2026-11-28T18:00:00Z",
+                         "labels": {"node-role.kubernetes.io/etcd": "true", "node-role.kubernetes.io/control-plane": "true"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}], "nodeInfo": {"kubeletVersion": "v1.32.0+k3rs"}}
+        });
+        let table = table(nodes, &[node], json!({}), IncludeObject::None, now);
+        assert_eq!(
+            table["rows"][0]["cells"],
+            json!(["n1", "Ready", "control-plane,etcd", "5s", "v1.32.0+k3rs"])
+        );
+        assert_eq!(table["columnDefinitions"][3]["name"], "Age");
     }
 }
