@@ -887,6 +887,15 @@ async fn a_joined_server_serves_the_same_api_to_the_same_kubeconfig() {
         "{leases}"
     );
 
+    // Deleting the second server's node removes its etcd member, as k3s does.
+    let out = cluster.kubectl_ok(&["delete", "node", "kube-7"]);
+    assert!(out.contains("node \"kube-7\" deleted"), "{out}");
+    let members = cluster.server.etcdctl_ok(&["member", "list"]);
+    assert_eq!(members.lines().count(), 1, "{members}");
+    assert!(members.contains("kube-6-"), "{members}");
+    let nodes = cluster.kubectl_ok(&["get", "nodes", "-o", "name"]);
+    assert!(!nodes.contains("node/kube-7"), "{nodes}");
+
     // A node whose lease is not renewed is marked NotReady by the leader.
     let ghost = r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"ghost"},"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#;
     cluster.ok(

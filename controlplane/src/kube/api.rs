@@ -11,7 +11,7 @@
 //! - a list with `limit` returns pages read at one revision, chained by a `continue` token
 //!   that holds that revision (`410 Expired` once it is compacted);
 //! - deleting a namespace deletes the objects in it; `default`, `kube-system` and
-//!   `kube-public` cannot be deleted.
+//!   `kube-public` cannot be deleted; deleting a node removes its server's etcd member first.
 
 use std::collections::BTreeMap;
 
@@ -546,6 +546,9 @@ async fn delete(store: &Store, call: &Call<'_>, name: &str) -> Result<Answer, Ap
         let object = object::decode_stored(&kv.value, kv.mod_revision)?;
         if call.dry_run() {
             return Ok(Answer::Json(200, object));
+        }
+        if resource.kind == "Node" {
+            super::node::remove_member(store, name).await?;
         }
         match store.delete_if(&key(call, name), kv.mod_revision).await? {
             Written::At(_) => {

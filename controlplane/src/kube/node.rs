@@ -8,7 +8,8 @@
 //! readiness change or its heartbeat is a minute old, so an idle cluster writes one lease per
 //! server every 10 s; on the leader, a Node whose Lease has not been renewed for 40 s is
 //! marked `Ready=Unknown` (NotReady), as kube-controller-manager's node lifecycle does, and
-//! Ready again once its server renews.
+//! Ready again once its server renews. Deleting a Node first removes the etcd member of that
+//! server (named `<node-name>-<8 hex>`), as k3s does; if the removal fails the Node stays.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -233,6 +234,29 @@ async fn check_leases(store: &Store, now: OffsetDateTime) -> Result<(), ApiError
     Ok(())
 }
 
+/// Whether the etcd member `member` is the one of the server `node` (`<node>-<8 hex>`).
+fn is_member_of(member: &str, node: &str) -> bool {
+    member
+        .strip_prefix(node)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|hex| hex.len() == 8 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Removes the etcd member of the server `node`, if the cluster has one: what deleting a
+/// server's Node does in k3s.
+pub async fn remove_member(store: &Store, node: &str) -> Result<(), ApiError> {
+    let member = store
+        .handle
+        .members()
+        .into_iter()
+        .find(|member| is_member_of(&member.name, node));
+    if let Some(member) = member {
+        store.handle.member_remove(member.id).await?;
+        tracing::info!(node, member = %member.name, "removed the etcd member of a deleted node");
+    }
+    Ok(())
+}
+
 /// Registers this server as a Node and heartbeats its Lease until `stop`.
 pub async fn run(
     mut serving: signal::Receiver<Option<NodeHandle>>,
@@ -261,5 +285,18 @@ pub async fn run(
             _ = stop.wait_for(|stop| *stop) => return,
             () = tokio::time::sleep(HEARTBEAT) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_matched_by_node_name_and_eight_hex() {
+        assert!(is_member_of("node-1-0a1b2c3d", "node-1"));
+        assert!(!is_member_of("node-10-0a1b2c3d", "node-1"));
+        assert!(!is_member_of("node-1-xyz", "node-1"));
+        assert!(!is_member_of("node-1", "node-1"));
     }
 }
