@@ -309,8 +309,10 @@ fn apply_defaults(resource: &Resource, object: &mut Value) -> Result<(), ApiErro
                 Some(_) => return Err(ApiError::bad_request("Secret.data is not an object")),
             };
             for (key, value) in &data {
-                let text = value.as_str().unwrap_or("");
-                if engine.decode(text).is_err() {
+                let decodes = value
+                    .as_str()
+                    .is_some_and(|text| engine.decode(text).is_ok());
+                if !decodes {
                     return Err(ApiError::bad_request(format!(
                         "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 \
                          data in data[{key:?}]"
@@ -426,6 +428,16 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(created["data"]["k"], "dg==");
+        for bad in [json!("not base64!"), json!(5)] {
+            let error = prepare_create(
+                secrets,
+                Some("default"),
+                json!({"metadata": {"name": "s"}, "data": {"k": bad}}),
+                OffsetDateTime::UNIX_EPOCH,
+            )
+            .expect_err("not base64");
+            assert_eq!(error.code, 400);
+        }
         assert_eq!(created["type"], "Opaque");
         assert!(created.get("stringData").is_none());
     }
