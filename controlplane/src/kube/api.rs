@@ -161,6 +161,26 @@ fn key(call: &Call<'_>, name: &str) -> String {
     call.target.resource.key(call.namespace(), name)
 }
 
+/// The stored object `name` (linearizable read) and its mod revision; NotFound when there is
+/// none, Conflict when `precondition` names another revision.
+async fn read_current(
+    store: &Store,
+    call: &Call<'_>,
+    name: &str,
+    precondition: Option<i64>,
+) -> Result<(i64, Value), ApiError> {
+    let resource = call.target.resource;
+    let kv = store
+        .get(&key(call, name), false)
+        .await?
+        .ok_or_else(|| ApiError::not_found(resource, name))?;
+    if precondition.is_some_and(|rv| rv != kv.mod_revision) {
+        return Err(ApiError::conflict(resource, name));
+    }
+    let object = object::decode_stored(&kv.value, kv.mod_revision)?;
+    Ok((kv.mod_revision, object))
+}
+
 async fn get(store: &Store, call: &Call<'_>, name: &str) -> Result<Value, ApiError> {
     let serializable = call.param("resourceVersion") == Some("0");
     let kv = store
@@ -405,16 +425,9 @@ async fn update(store: &Store, call: &Call<'_>, name: &str) -> Result<Answer, Ap
     let given = parse_body(call.content_type, call.body)?;
     let precondition = object::resource_version(&given)?;
     for _ in 0..RETRIES {
-        let kv = store
-            .get(&key(call, name), false)
-            .await?
-            .ok_or_else(|| ApiError::not_found(resource, name))?;
-        if precondition.is_some_and(|rv| rv != kv.mod_revision) {
-            return Err(ApiError::conflict(resource, name));
-        }
-        let current = object::decode_stored(&kv.value, kv.mod_revision)?;
+        let (revision, current) = read_current(store, call, name, precondition).await?;
         let new = updated(call, name, &current, given.clone())?;
-        match replace(store, call, name, &current, kv.mod_revision, new).await? {
+        match replace(store, call, name, &current, revision, new).await? {
             Some(object) => return Ok(Answer::Json(200, object)),
             None if precondition.is_some() => return Err(ApiError::conflict(resource, name)),
             None => continue,
@@ -536,21 +549,14 @@ async fn delete(store: &Store, call: &Call<'_>, name: &str) -> Result<Answer, Ap
         })
         .transpose()?;
     for _ in 0..RETRIES {
-        let kv = store
-            .get(&key(call, name), false)
-            .await?
-            .ok_or_else(|| ApiError::not_found(resource, name))?;
-        if precondition.is_some_and(|rv| rv != kv.mod_revision) {
-            return Err(ApiError::conflict(resource, name));
-        }
-        let object = object::decode_stored(&kv.value, kv.mod_revision)?;
+        let (revision, object) = read_current(store, call, name, precondition).await?;
         if call.dry_run() {
             return Ok(Answer::Json(200, object));
         }
         if resource.kind == "Node" {
             super::node::remove_member(store, name).await?;
         }
-        match store.delete_if(&key(call, name), kv.mod_revision).await? {
+        match store.delete_if(&key(call, name), revision).await? {
             Written::At(_) => {
                 if resource.kind == "Namespace" {
                     delete_namespace_contents(store, name).await?;
