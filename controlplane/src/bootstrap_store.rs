@@ -101,7 +101,7 @@ pub fn recover_from_snapshot(
         return Ok(false);
     };
     let key = bootstrap_seal::bootstrap_key(&token.secret);
-    let mut stored = crate::etcd_snapshot::compress::read_snapshot(snapshot, |input| {
+    let mut stored = crate::etcd_snapshot::compress::read_snapshot(snapshot, |input, _| {
         Ok(snapshots::values_with_prefix(
             input,
             bootstrap_seal::BOOTSTRAP_PREFIX.as_bytes(),

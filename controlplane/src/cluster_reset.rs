@@ -254,15 +254,9 @@ fn read_with_progress<T>(
     doing: &str,
     read: impl FnOnce(&mut dyn std::io::Read) -> Result<T>,
 ) -> Result<T> {
-    let zipped = crate::etcd_snapshot::compress::is_zip(path)?;
-    // The size of a zipped snapshot's content is not known up front.
-    let total = match zipped {
-        true => None,
-        false => std::fs::metadata(path).ok().map(|metadata| metadata.len()),
-    };
     let label = format!("{doing} {}", path.display());
-    crate::etcd_snapshot::compress::read_snapshot(path, |input| {
-        let mut counted = ProgressReader::new(input, Progress::terminal_or_log(label, total));
+    crate::etcd_snapshot::compress::read_snapshot(path, |input, size| {
+        let mut counted = ProgressReader::new(input, Progress::terminal_or_log(label, Some(size)));
         let result = read(&mut counted)?;
         counted.finish();
         Ok(result)

@@ -3,12 +3,12 @@
 //! snapshot.
 //!
 //! Guarantees: [`read_snapshot`] opens a plain or zipped snapshot alike (told apart by the zip
-//! signature, not the file name) and hands its reader the snapshot bytes; a zip that does not
+//! signature, not the file name), once, and hands its reader the snapshot bytes and their size; a zip that does not
 //! hold exactly one entry is refused; the entry's CRC-32 is checked by the zip reader when it
 //! reaches the end, on top of the snapshot's own frame checksums and digest.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, Write};
+use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -41,33 +41,27 @@ where
     archive.finish().context("completing the zip archive")
 }
 
-/// Whether the file at `path` starts with the zip signature.
-pub fn is_zip(path: &Path) -> Result<bool> {
-    let mut file =
-        File::open(path).with_context(|| format!("opening snapshot {}", path.display()))?;
-    let mut start = [0u8; 4];
-    let mut filled = 0;
-    while filled < start.len() {
-        let read = file
-            .read(&mut start[filled..])
-            .with_context(|| format!("reading snapshot {}", path.display()))?;
-        if read == 0 {
-            return Ok(false);
-        }
-        filled += read;
-    }
-    Ok(start == ZIP_SIGNATURE)
+/// Whether the next bytes of `input` are the zip signature (nothing is consumed).
+fn starts_with_zip_signature(input: &mut impl BufRead) -> std::io::Result<bool> {
+    Ok(input.fill_buf()?.starts_with(&ZIP_SIGNATURE))
 }
 
-/// Runs `read` over the snapshot bytes of the file at `path`, plain or zipped.
+/// Runs `read` over the snapshot bytes of the file at `path`, plain or zipped, opened once;
+/// `read` is also given the size of the snapshot bytes (a zip's from its directory).
 pub fn read_snapshot<T, F>(path: &Path, read: F) -> Result<T>
 where
-    F: FnOnce(&mut dyn Read) -> Result<T>,
+    F: FnOnce(&mut dyn Read, u64) -> Result<T>,
 {
     let file = File::open(path).with_context(|| format!("opening snapshot {}", path.display()))?;
+    let size = file
+        .metadata()
+        .with_context(|| format!("reading the size of {}", path.display()))?
+        .len();
     let mut buffered = BufReader::with_capacity(READ_BUFFER_BYTES, file);
-    if !is_zip(path)? {
-        return read(&mut buffered);
+    let zipped = starts_with_zip_signature(&mut buffered)
+        .with_context(|| format!("reading snapshot {}", path.display()))?;
+    if !zipped {
+        return read(&mut buffered, size);
     }
     let mut archive = zip::ZipArchive::new(buffered)
         .with_context(|| format!("{} is not a readable zip archive", path.display()))?;
@@ -81,7 +75,8 @@ where
     let mut entry = archive
         .by_index(0)
         .with_context(|| format!("opening the snapshot inside {}", path.display()))?;
-    read(&mut entry)
+    let size = entry.size();
+    read(&mut entry, size)
 }
 
 #[cfg(test)]
@@ -106,18 +101,27 @@ mod tests {
             .collect();
         let zip_path = dir.path().join("snap-n-1.zip");
         std::fs::write(&zip_path, zipped(&content)).expect("write");
-        assert!(is_zip(&zip_path).expect("reads"));
+        let signature = |path: &Path| {
+            starts_with_zip_signature(&mut BufReader::new(File::open(path).expect("open")))
+                .expect("reads")
+        };
+        assert!(signature(&zip_path));
         assert!(
             std::fs::metadata(&zip_path).expect("metadata").len() < content.len() as u64 / 4,
             "deflate shrinks a repetitive snapshot"
         );
-        let read = read_snapshot(&zip_path, |reader| {
+        let (read, size) = read_snapshot(&zip_path, |reader, size| {
             let mut bytes = Vec::new();
             reader.read_to_end(&mut bytes)?;
-            Ok(bytes)
+            Ok((bytes, size))
         })
         .expect("read");
         assert_eq!(read, content);
+        assert_eq!(
+            size,
+            content.len() as u64,
+            "the inflated size, from the zip"
+        );
 
         let mut archive =
             zip::ZipArchive::new(File::open(&zip_path).expect("open")).expect("a zip");
@@ -129,14 +133,15 @@ mod tests {
 
         let plain = dir.path().join("snap-n-2");
         std::fs::write(&plain, b"plain bytes").expect("write");
-        assert!(!is_zip(&plain).expect("reads"));
-        let read = read_snapshot(&plain, |reader| {
+        assert!(!signature(&plain));
+        let (read, size) = read_snapshot(&plain, |reader, size| {
             let mut bytes = Vec::new();
             reader.read_to_end(&mut bytes)?;
-            Ok(bytes)
+            Ok((bytes, size))
         })
         .expect("read");
         assert_eq!(read, b"plain bytes");
+        assert_eq!(size, 11);
     }
 
     #[test]
@@ -148,7 +153,7 @@ mod tests {
         bytes[middle] ^= 0x55;
         let path = dir.path().join("snap-n-3.zip");
         std::fs::write(&path, &bytes).expect("write");
-        let result = read_snapshot(&path, |reader| {
+        let result = read_snapshot(&path, |reader, _| {
             let mut sink = Vec::new();
             reader.read_to_end(&mut sink)?;
             Ok(sink)
@@ -156,6 +161,6 @@ mod tests {
         assert!(result.is_err(), "damage must not pass unnoticed");
         let truncated = dir.path().join("snap-n-4.zip");
         std::fs::write(&truncated, &zipped(&content)[..40]).expect("write");
-        assert!(read_snapshot(&truncated, |_| Ok(())).is_err());
+        assert!(read_snapshot(&truncated, |_, _| Ok(())).is_err());
     }
 }
