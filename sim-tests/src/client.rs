@@ -13,14 +13,17 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use etcd_api::pb::etcdserverpb::cluster_client::ClusterClient;
 use etcd_api::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use etcd_api::pb::etcdserverpb::kv_client::KvClient;
 use etcd_api::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use etcd_api::pb::etcdserverpb::request_op::Request as OpRequest;
 use etcd_api::pb::etcdserverpb::response_op::Response as OpResponse;
 use etcd_api::pb::etcdserverpb::{
-    CompactionRequest, Compare, DeleteRangeRequest, HashKvRequest, HashKvResponse,
-    MoveLeaderRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
+    CompactionRequest, Compare, DeleteRangeRequest, HashKvRequest, HashKvResponse, Member,
+    MemberAddRequest, MemberAddResponse, MemberListRequest, MemberPromoteRequest,
+    MemberRemoveRequest, MoveLeaderRequest, PutRequest, RangeRequest, RangeResponse, RequestOp,
+    TxnRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -111,6 +114,53 @@ impl EtcdClient {
             .await
             .map(|_| ())
             .map_err(|status| describe(&status))
+    }
+
+    /// Cluster.MemberAdd of a learner at `peer_urls`, sent to `member`.
+    pub async fn add_learner(
+        &self,
+        member: usize,
+        peer_urls: Vec<String>,
+    ) -> Result<MemberAddResponse, String> {
+        ClusterClient::new(self.channel(member))
+            .member_add(MemberAddRequest {
+                peer_ur_ls: peer_urls,
+                is_learner: true,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| describe(&status))
+    }
+
+    /// Cluster.MemberRemove of member id `id`, sent to `member`.
+    pub async fn remove_member(&self, member: usize, id: u64) -> Result<(), String> {
+        ClusterClient::new(self.channel(member))
+            .member_remove(MemberRemoveRequest { id })
+            .await
+            .map(|_| ())
+            .map_err(|status| describe(&status))
+    }
+
+    /// Cluster.MemberPromote of learner id `id`, sent to `member`.
+    pub async fn promote_member(&self, member: usize, id: u64) -> Result<(), String> {
+        ClusterClient::new(self.channel(member))
+            .member_promote(MemberPromoteRequest { id })
+            .await
+            .map(|_| ())
+            .map_err(|status| describe(&status))
+    }
+
+    /// Cluster.MemberList as `member` answers it (linearizable), with the cluster id.
+    pub async fn list_members(&self, member: usize) -> Result<(u64, Vec<Member>), String> {
+        let response = ClusterClient::new(self.channel(member))
+            .member_list(MemberListRequest { linearizable: true })
+            .await
+            .map_err(|status| describe(&status))?
+            .into_inner();
+        Ok((
+            response.header.map_or(0, |header| header.cluster_id),
+            response.members,
+        ))
     }
 
     /// Sends `request` to `member`.

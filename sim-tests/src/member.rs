@@ -15,6 +15,7 @@ use etcd_api::Net as _;
 use parking_lot::Mutex;
 use raftstore::engine::memory::MemoryEngine;
 use raftstore::node::{NodeConfig, NodeHandle};
+use raftstore::pb::k3rspb::ClusterIdentity;
 
 use crate::net::TurmoilNet;
 
@@ -23,12 +24,14 @@ pub const CLIENT_PORT: u16 = 2379;
 /// The peer (raft) port of every member.
 pub const PEER_PORT: u16 = 2380;
 
-/// What survives a crash of a member's host: its disk, and a slot where the running member
-/// publishes its handle for the simulation's observers.
+/// What survives a crash of a member's host: its disk, a slot where the running member
+/// publishes its handle for the simulation's observers, and — for a replacement member on a
+/// wiped disk — the identity it joins the existing cluster with.
 #[derive(Clone)]
 pub struct MemberDisk {
     pub engine: Arc<MemoryEngine>,
     pub handle: Arc<Mutex<Option<NodeHandle>>>,
+    pub joining: Arc<Mutex<Option<ClusterIdentity>>>,
 }
 
 impl MemberDisk {
@@ -36,6 +39,7 @@ impl MemberDisk {
         Self {
             engine: Arc::new(MemoryEngine::new()),
             handle: Arc::new(Mutex::new(None)),
+            joining: Arc::new(Mutex::new(None)),
         }
     }
 }
@@ -56,7 +60,9 @@ pub async fn run_member(config: NodeConfig, disk: MemberDisk) -> Result<()> {
     let connector = etcd_api::connector(TurmoilNet);
     let transport = etcd_api::GrpcTransport::new(connector.clone());
     let engine: Arc<dyn raftstore::engine::KvEngine> = disk.engine.clone();
-    let running = raftstore::node::start_or_join(engine, config, transport.clone(), None)
+    // Used only on an empty disk: a member that joined keeps its identity in its engine.
+    let joining = disk.joining.lock().clone();
+    let running = raftstore::node::start_or_join(engine, config, transport.clone(), joining)
         .with_context(|| format!("starting member {name}"))?;
     let handle = running.handle.clone();
     transport

@@ -4,9 +4,12 @@
 //! pause between faults: a symmetric partition (a random minority cut off from the rest),
 //! isolating the current leader, crashing a member (the leader or another) and restarting it
 //! later with its unsynced writes lost, raising network latency, pausing a member (the leader
-//! or another), transferring leadership, or compacting under load. At `heal_at` it undoes
-//! whatever is active — every member runs, every link delivers, latency is back to normal —
-//! and applies nothing more.
+//! or another), transferring leadership, compacting under load, or replacing a member (the
+//! leader or another: it crashes, its disk is wiped, and the operator removes its member, adds
+//! a learner in its place — which the nemesis starts on the empty disk — and promotes it). At
+//! `heal_at` it undoes whatever is active — every member runs, every link delivers, latency is
+//! back to normal — and applies nothing more, except starting a replacement member the
+//! operator asks for (a replacement outlives the faults).
 //!
 //! A pause holds every link of the member, to members and clients alike: from outside it is a
 //! stopped process, whose peers and clients get its messages late, all at once, when it
@@ -24,7 +27,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::cluster::SimCluster;
-use crate::operator::{AdminCommand, AdminQueue};
+use crate::operator::{AdminCommand, AdminQueue, REPLACE_WITHIN};
 
 /// How a fault is undone.
 #[derive(Debug)]
@@ -36,9 +39,15 @@ enum Undo {
     Restart(usize),
     Latency,
     Resume(String),
+    /// A replacement, which the operator and [`Nemesis::tick`] finish: nothing to undo.
+    Replaced,
     /// A request: nothing to undo.
     Nothing,
 }
+
+/// How long a replacement holds off the next fault at most: its three steps, each retried for
+/// up to [`REPLACE_WITHIN`]. It ends earlier when the operator is done.
+const REPLACE_LASTS: Duration = Duration::from_secs(3 * REPLACE_WITHIN.as_secs());
 
 /// The faults of one simulation.
 pub struct Nemesis {
@@ -81,6 +90,15 @@ impl Nemesis {
 
     /// Applies or undoes faults due at simulated time `now`.
     pub fn tick(&mut self, now: Duration, sim: &mut turmoil::Sim<'_>, cluster: &SimCluster) {
+        if let Some((member, identity)) = self.admin.take_joiner() {
+            self.log.push(format!(
+                "{}ms start {member} as member {:x}",
+                now.as_millis(),
+                identity.member_id
+            ));
+            *cluster.disks[member].joining.lock() = Some(identity);
+            cluster.restart(sim, member);
+        }
         if self.healed || now < self.start_at {
             return;
         }
@@ -93,6 +111,11 @@ impl Nemesis {
             return;
         }
         match self.active.take() {
+            Some((Undo::Replaced, _)) if !self.admin.replacing() => {
+                self.log.push(format!("{}ms replaced", now.as_millis()));
+                let pause = self.rng.gen_range(200..2_000);
+                self.next_at = now + Duration::from_millis(pause);
+            }
             Some((undo, until)) if now >= until => {
                 self.undo(now, undo, sim, cluster);
                 let pause = self.rng.gen_range(200..2_000);
@@ -103,7 +126,10 @@ impl Nemesis {
                 let undo = self.apply(now, sim, cluster);
                 // Under the peers' 5 s call deadline, so no peer call is cancelled (see
                 // `client` on why cancelled calls break replay).
-                let lasting = Duration::from_millis(self.rng.gen_range(500..4_000));
+                let lasting = match undo {
+                    Undo::Replaced => REPLACE_LASTS,
+                    _ => Duration::from_millis(self.rng.gen_range(500..4_000)),
+                };
                 self.active = Some((undo, now + lasting));
             }
             None => {}
@@ -114,7 +140,7 @@ impl Nemesis {
         let size = cluster.size();
         let members: Vec<usize> = (0..size).collect();
         let at = now.as_millis();
-        match self.rng.gen_range(0..9) {
+        match self.rng.gen_range(0..10) {
             0 => {
                 let minority = self.rng.gen_range(1..=(size - 1) / 2);
                 let mut shuffled = members.clone();
@@ -190,6 +216,32 @@ impl Nemesis {
                 }
                 Undo::Nothing
             }
+            9 => {
+                let victim = match cluster.leader() {
+                    Some(leader) if self.rng.gen_bool(0.5) => leader,
+                    _ => self.rng.gen_range(0..size),
+                };
+                let old_id = cluster.disks[victim]
+                    .handle
+                    .lock()
+                    .as_ref()
+                    .map(|handle| handle.member_id());
+                let Some(old_id) = old_id else {
+                    self.log
+                        .push(format!("{at}ms no replacement of {victim}: not serving"));
+                    return Undo::Nothing;
+                };
+                self.log.push(format!("{at}ms replace {victim}"));
+                cluster.crash(sim, victim, &self.hosts);
+                cluster.disks[victim].engine.wipe();
+                *cluster.disks[victim].joining.lock() = None;
+                self.admin.push(AdminCommand::Replace {
+                    member: victim,
+                    name: cluster.names[victim].clone(),
+                    old_id,
+                });
+                Undo::Replaced
+            }
             _ => {
                 let via = self.rng.gen_range(0..size);
                 let physical = self.rng.gen_bool(0.5);
@@ -241,7 +293,7 @@ impl Nemesis {
                 }
                 self.log.push(format!("{at}ms resume {name}"));
             }
-            Undo::Nothing => {}
+            Undo::Replaced | Undo::Nothing => {}
         }
     }
 }

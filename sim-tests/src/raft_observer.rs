@@ -4,14 +4,16 @@
 //! - at most one leader per term (election safety);
 //! - on a running member, term, commit index and applied index never go back;
 //! - across a crash and restart, a member's term never goes back either (it is in the hard
-//!   state, fsynced before any vote or message that depends on it).
+//!   state, fsynced before any vote or message that depends on it). Terms are followed by
+//!   member id, so a replacement member on a wiped disk (a new id) starts afresh.
 //!
 //! The commit index may go back across a restart: Raft keeps it as volatile state, and raft-rs
 //! (like etcd) does not fsync a hard state whose only change is the commit index, so a crash
 //! can lose the last advances. That loses no committed entry — the entries themselves were
 //! fsynced before they were acknowledged — which the archive checks do verify.
 //!
-//! Leadership changes are logged for the trace and for failure reports.
+//! Leadership changes and raft snapshot installs are logged for the trace and for failure
+//! reports; installs are counted, so a test can tell that a run exercised them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -21,13 +23,15 @@ use raftstore::node::NodeStatus;
 /// The raft statuses seen so far, and what they broke.
 #[derive(Debug, Default)]
 pub struct RaftObserver {
-    /// Each running member's last status (removed while it is down).
+    /// Each running member's last status, by index (removed while it is down).
     running: BTreeMap<usize, NodeStatus>,
-    /// Each member's highest term ever seen, across restarts.
-    highest_term: BTreeMap<usize, u64>,
-    /// Members seen down since their last status.
-    restarted: BTreeSet<usize>,
+    /// Each member's highest term ever seen, across restarts, by member id.
+    highest_term: BTreeMap<u64, u64>,
+    /// Members (by id) seen down since their last status.
+    restarted: BTreeSet<u64>,
     leader_of_term: BTreeMap<u64, usize>,
+    /// Raft snapshots the members installed from their leaders.
+    pub snapshot_installs: u64,
     pub log: Vec<String>,
     pub violations: Vec<String>,
 }
@@ -43,12 +47,13 @@ impl RaftObserver {
             .copied()
             .collect();
         for member in down {
-            self.running.remove(&member);
-            self.restarted.insert(member);
+            if let Some(last) = self.running.remove(&member) {
+                self.restarted.insert(last.member_id);
+            }
         }
         for (&member, status) in statuses {
             match self.running.get(&member) {
-                Some(last) => {
+                Some(last) if last.member_id == status.member_id => {
                     for (what, before, after) in [
                         ("term", last.term, status.term),
                         ("commit index", last.commit_index, status.commit_index),
@@ -61,9 +66,9 @@ impl RaftObserver {
                         }
                     }
                 }
-                None => {
-                    if let Some(&term) = self.highest_term.get(&member) {
-                        let restarted = self.restarted.remove(&member);
+                _ => {
+                    if let Some(&term) = self.highest_term.get(&status.member_id) {
+                        let restarted = self.restarted.remove(&status.member_id);
                         if status.term < term {
                             self.violations.push(format!(
                                 "{at}ms member {member}: term went back from {term} to {} \
@@ -74,7 +79,18 @@ impl RaftObserver {
                     }
                 }
             }
-            let highest = self.highest_term.entry(member).or_default();
+            let installed_before = match self.running.get(&member) {
+                Some(last) if last.member_id == status.member_id => last.snapshots_installed,
+                _ => 0,
+            };
+            if status.snapshots_installed > installed_before {
+                self.snapshot_installs += status.snapshots_installed - installed_before;
+                self.log.push(format!(
+                    "{at}ms member {member} installed a raft snapshot (applied index {})",
+                    status.applied_index
+                ));
+            }
+            let highest = self.highest_term.entry(status.member_id).or_default();
             *highest = (*highest).max(status.term);
             let leadership_changed = self
                 .running
@@ -156,6 +172,18 @@ mod tests {
         assert!(observer.violations.is_empty(), "{:?}", observer.violations);
         observe(&mut observer, &[]);
         observe(&mut observer, &[(0, status(1, 2, 2, 9, 9))]);
+        assert!(observer.violations[0].contains("term went back"));
+    }
+
+    #[test]
+    fn a_replacement_member_on_a_wiped_disk_starts_its_terms_afresh() {
+        let mut observer = RaftObserver::default();
+        observe(&mut observer, &[(0, status(1, 1, 5, 9, 9))]);
+        observe(&mut observer, &[]);
+        observe(&mut observer, &[(0, status(7, 2, 0, 0, 0))]);
+        assert!(observer.violations.is_empty(), "{:?}", observer.violations);
+        observe(&mut observer, &[(0, status(7, 2, 6, 9, 9))]);
+        observe(&mut observer, &[(0, status(7, 2, 5, 9, 9))]);
         assert!(observer.violations[0].contains("term went back"));
     }
 }

@@ -19,6 +19,10 @@ pub struct SimReport {
     pub leases: usize,
     pub revoked: usize,
     pub faults: Vec<String>,
+    /// Members replaced (removed, re-added on a wiped disk and promoted) successfully.
+    pub replacements: usize,
+    /// Raft snapshots members installed from their leaders.
+    pub snapshot_installs: u64,
     pub leaders: Vec<String>,
     /// One line per logical watch: its range and each stream's member, start and end.
     pub watch_lines: Vec<String>,
@@ -43,6 +47,8 @@ impl SimReport {
             leases: 0,
             revoked: 0,
             faults: Vec::new(),
+            replacements: 0,
+            snapshot_installs: 0,
             leaders: Vec::new(),
             watch_lines: Vec::new(),
             violations: vec![format!("the simulation broke: {why}")],
@@ -58,7 +64,8 @@ impl SimReport {
     pub fn summary(&self) -> String {
         format!(
             "seed {}: {} operations ({} ok, {} unknown), {} watches ({} streams, {} events), \
-             {} leases ({} revoked), {} faults, trace {:016x}, {} violations",
+             {} leases ({} revoked), {} faults ({} replacements), {} raft snapshots installed, \
+             trace {:016x}, {} violations",
             self.seed,
             self.operations,
             self.succeeded,
@@ -69,6 +76,8 @@ impl SimReport {
             self.leases,
             self.revoked,
             self.faults.len(),
+            self.replacements,
+            self.snapshot_installs,
             self.trace_hash,
             self.violations.len()
         )

@@ -287,6 +287,7 @@ pub fn run(spec: &SimSpec) -> Result<SimReport> {
         .count();
     let mut faults = nemesis.log;
     faults.extend(admin.outcomes());
+    let replacements = admin.replacements();
     Ok(SimReport {
         seed: spec.seed,
         trace_hash: hasher.finish(),
@@ -302,6 +303,8 @@ pub fn run(spec: &SimSpec) -> Result<SimReport> {
             .filter(|lease| lease.revoke.is_some())
             .count(),
         faults,
+        replacements,
+        snapshot_installs: raft.snapshot_installs,
         leaders: raft.log,
         watch_lines: records.iter().map(report::watch_line).collect(),
         violations,

@@ -145,6 +145,14 @@ impl MemoryEngine {
         state.visible = state.durable.clone();
     }
 
+    /// Simulates replacing the disk: the engine is empty again, as a new one.
+    pub fn wipe(&self) {
+        let mut state = self.state.write();
+        state.pending.clear();
+        state.visible = Layer::default();
+        state.durable = Layer::default();
+    }
+
     /// How many written batches are not yet durable.
     pub fn unsynced_batches(&self) -> usize {
         self.state.read().pending.len()

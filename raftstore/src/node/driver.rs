@@ -113,6 +113,7 @@ pub struct Driver {
     waiters: HashMap<u64, oneshot::Sender<ProposalResult>>,
     reads: ReadRounds,
     applied_index: u64,
+    snapshots_installed: u64,
     last_log_compaction_index: u64,
     known_leader: (u64, u64),
     lease_clock: ExpiryClock,
@@ -149,6 +150,7 @@ impl Driver {
             waiters: HashMap::new(),
             reads,
             applied_index,
+            snapshots_installed: 0,
             known_leader: (0, 0),
             lease_clock: ExpiryClock::default(),
         }
@@ -634,6 +636,7 @@ impl Driver {
         let revision = reopened.current_revision();
         *self.store.write() = reopened;
         self.applied_index = index;
+        self.snapshots_installed += 1;
         self.reads.on_applied(index);
         self.watch_hub.restored(revision);
         tracing::info!(member = %format!("{:x}", self.member_id), index, revision, "installed a raft snapshot from the leader");
@@ -716,6 +719,7 @@ impl Driver {
             last_index: raft.raft_log.last_index(),
             is_learner: raft.state != StateRole::Leader
                 && raft.prs().conf().learners().contains(&self.member_id),
+            snapshots_installed: self.snapshots_installed,
         });
     }
 

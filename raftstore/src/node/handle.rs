@@ -334,7 +334,7 @@ impl NodeHandle {
     }
 
     /// etcd's MemberAdd: a new member (voter or learner) at `peer_urls`; answers it and the
-    /// members after the change. Its id is derived from its peer URLs, the cluster and the time.
+    /// members after the change. Its id is derived from its peer URLs, the cluster and the raft position.
     pub async fn member_add(
         &self,
         peer_urls: Vec<String>,
@@ -353,10 +353,19 @@ impl NodeHandle {
         if is_learner && members.iter().any(|m| m.is_learner) {
             return Err(EtcdError::TooManyLearners);
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_nanos());
-        let id = crate::identity::member_id(&peer_urls, &format!("{:x}/{now}", self.cluster_id()));
+        // etcd mixes in the wall clock so that a member added again at the same URLs gets a new
+        // id; the raft position does the same (it only grows) and keeps the simulation
+        // deterministic. Two adds decided at one position differ by their URLs (checked above).
+        let status = self.status();
+        let id = crate::identity::member_id(
+            &peer_urls,
+            &format!(
+                "{:x}/{}/{}",
+                self.cluster_id(),
+                status.term,
+                status.commit_index
+            ),
+        );
         let member = Member {
             id,
             peer_ur_ls: peer_urls,

@@ -17,6 +17,8 @@ pub struct NodeStatus {
     pub applied_index: u64,
     pub last_index: u64,
     pub is_learner: bool,
+    /// Raft snapshots from the leader installed since this member started.
+    pub snapshots_installed: u64,
 }
 
 impl NodeStatus {
