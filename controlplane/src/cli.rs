@@ -1,5 +1,5 @@
 //! Command-line interface: `k3rs server` (k3s's flags), `k3rs etcd-snapshot` (k3s's snapshot
-//! CLI) and `k3rs etcd` (etcd's flags).
+//! CLI), `k3rs etcd` (etcd's flags) and `k3rs kubectl` (kubectl against this cluster).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -29,6 +29,8 @@ pub enum Command {
     EtcdSnapshot(crate::etcd_snapshot::cli::EtcdSnapshotArgs),
     /// Run a standalone, drop-in etcd member taking etcd's own flags.
     Etcd(EtcdArgs),
+    /// Run kubectl against this cluster (as `k3s kubectl`): every argument goes to kubectl.
+    Kubectl(crate::kubectl::KubectlArgs),
 }
 
 /// `k3rs server`: the flags k3s users know.
@@ -128,6 +130,9 @@ pub struct ServerArgs {
         hide = true
     )]
     pub etcd_metrics_port: u16,
+
+    #[command(flatten)]
+    pub datastore: crate::datastore::DatastoreArgs,
 
     #[command(flatten)]
     pub tuning: EtcdTuning,

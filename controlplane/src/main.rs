@@ -1,28 +1,33 @@
 //! `k3rs`: a lightweight Kubernetes datastore and cluster manager with an embedded,
 //! etcd-compatible store.
 //!
-//! Subcommands: `server` (k3s-style server with the embedded store), `etcd-snapshot` (save,
-//! list, delete and prune snapshots through a running server) and `etcd` (a standalone,
-//! drop-in etcd taking etcd's own flags).
+//! Subcommands: `server` (k3s-style server with the embedded store, or an external etcd with
+//! `--datastore-endpoint`), `etcd-snapshot` (save, list, delete and prune snapshots through a
+//! running server), `etcd` (a standalone, drop-in etcd taking etcd's own flags) and `kubectl`
+//! (the machine's kubectl with this cluster's admin kubeconfig).
 
 mod bootstrap_seal;
 mod bootstrap_store;
 mod cli;
 mod cluster_reset;
 mod config_file;
+mod datastore;
 mod etcd_arg;
 mod etcd_flags;
 mod etcd_snapshot;
 mod exposition;
+mod external_server;
 mod go_duration;
 mod http_response;
 mod join;
 mod kube;
+mod kubectl;
 mod member;
 mod member_metrics;
 mod metrics_server;
 mod pki;
 mod progress;
+mod remote_etcd;
 mod server;
 mod server_tls;
 mod supervisor;
@@ -50,6 +55,9 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let result = match cli.command {
+        cli::Command::Server(args) if args.datastore.is_external() => {
+            external_server::run(*args).await
+        }
         cli::Command::Server(args) if args.reset.requested() => {
             cluster_reset::run_server(*args).await
         }
@@ -59,6 +67,7 @@ async fn main() -> std::process::ExitCode {
             Ok(settings) => member::run(settings, None).await,
             Err(err) => Err(err),
         },
+        cli::Command::Kubectl(args) => kubectl::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -328,7 +328,7 @@ async fn publish_attributes(
 }
 
 /// Waits for SIGTERM or SIGINT; returns its name.
-async fn shutdown_signal() -> Result<&'static str> {
+pub(crate) async fn shutdown_signal() -> Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;

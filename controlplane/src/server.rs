@@ -27,6 +27,7 @@ use crate::cli::ServerArgs;
 use crate::etcd_snapshot::schedule;
 use crate::etcd_snapshot::service::SnapshotService;
 use crate::join::{self, SupervisorClient};
+use crate::kube::datastore::Source;
 use crate::kube::node::NodeIdentity;
 use crate::kube::{kubeconfig, Authenticator, KubeApi};
 use crate::member::{create_private_dir, MemberSettings, MemberTls};
@@ -69,6 +70,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         critical: plan.critical.clone(),
         member: serving_rx.clone(),
         snapshots: snapshots.clone(),
+        external_datastore: false,
     });
     let scheduler = tokio::spawn(schedule::run(
         snapshots,
@@ -86,15 +88,15 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         (None, Vec::new())
     } else {
         let kube = Arc::new(KubeApi::new(
-            serving_rx.clone(),
+            Source::Embedded(serving_rx.clone()),
             Authenticator::new(plan.tls.client_verifier.clone()),
         ));
         let defaults = tokio::spawn(crate::kube::create_defaults(
-            serving_rx.clone(),
+            Source::Embedded(serving_rx.clone()),
             stop_rx.clone(),
         ));
         let heartbeat = tokio::spawn(crate::kube::node::run(
-            serving_rx.clone(),
+            Source::Embedded(serving_rx.clone()),
             stop_rx.clone(),
             NodeIdentity {
                 name: args.node_name(),
@@ -346,7 +348,7 @@ fn metrics_ips(bind: Option<IpAddr>, node_ip: IpAddr, expose: bool) -> Vec<IpAdd
 }
 
 /// The source address of the default route (no packet is sent), else 127.0.0.1.
-fn default_node_ip() -> IpAddr {
+pub(crate) fn default_node_ip() -> IpAddr {
     let probe = || -> std::io::Result<IpAddr> {
         let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
         socket.connect("8.8.8.8:53")?;
@@ -396,7 +398,11 @@ async fn check_same_cluster(url: &str, tls_dir: &TlsDir, etcd_dir: &Path) -> Res
 
 /// The cluster's token as stored in `server/token`; written (with `server/node-token`) on
 /// first start from the given secret or a new one.
-fn ensure_token_file(server_dir: &Path, given: Option<Token>, tls_dir: &TlsDir) -> Result<Token> {
+pub(crate) fn ensure_token_file(
+    server_dir: &Path,
+    given: Option<Token>,
+    tls_dir: &TlsDir,
+) -> Result<Token> {
     let ca_bundle = tls_dir.cluster_ca_pem()?;
     let path = server_dir.join("token");
     if path.exists() {

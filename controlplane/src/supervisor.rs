@@ -10,6 +10,11 @@
 //! - `POST /v1-k3rs/etcd-snapshot`: a snapshot operation of `k3rs etcd-snapshot` (same auth;
 //!   a JSON body of at most 64 KiB, see [`crate::etcd_snapshot::api`]).
 //!
+//! With an external datastore (`--datastore-endpoint`) there is no embedded member: `/readyz`
+//! is `ok` from the start, and the bootstrap, `/db/info` and snapshot endpoints answer `400`
+//! with a message saying why (servers share the datastore instead of joining, and snapshots
+//! are the datastore's own business).
+//!
 //! Guarantees: a wrong or missing secret gets `401` and nothing else; secrets are compared in
 //! constant time; every connection is TLS (handshake bounded by
 //! [`etcd_api::tls::HANDSHAKE_TIMEOUT`]) and served until the shutdown signal.
@@ -130,7 +135,17 @@ pub struct Supervisor {
     pub member: watch::Receiver<Option<raftstore::node::NodeHandle>>,
     /// Snapshot operations of this server.
     pub snapshots: Arc<SnapshotService>,
+    /// The server uses an external datastore: no member, nothing to join or snapshot.
+    pub external_datastore: bool,
 }
+
+/// What the member-only endpoints answer on a server with an external datastore.
+const NO_EMBEDDED_JOIN: &str = "this server uses an external datastore (--datastore-endpoint) \
+    and has no embedded etcd to join: start the other server with the same \
+    --datastore-endpoint (and --token) instead of --server\n";
+const NO_EMBEDDED_SNAPSHOTS: &str = "etcd snapshots are for the embedded etcd: this server uses \
+    an external datastore (--datastore-endpoint); take snapshots with that datastore's own \
+    tools (etcdctl snapshot save)\n";
 
 impl Supervisor {
     /// The CAs (read from `server/tls`) and critical settings a joining server needs.
@@ -182,6 +197,9 @@ impl Supervisor {
         if !self.is_authorized(&request) {
             return unauthorized();
         }
+        if self.external_datastore {
+            return text(StatusCode::BAD_REQUEST, NO_EMBEDDED_SNAPSHOTS);
+        }
         let body = match Limited::new(request.into_body(), MAX_REQUEST_BYTES)
             .collect()
             .await
@@ -227,11 +245,15 @@ impl Supervisor {
                 Err(error) => internal(error),
             },
             "/ping" => text(StatusCode::OK, "pong"),
+            "/readyz" if self.external_datastore => text(StatusCode::OK, "ok"),
             "/readyz" => match handle {
                 Some(_) => text(StatusCode::OK, "ok"),
                 None => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
             },
             BOOTSTRAP_PATH | "/db/info" if !self.is_authorized(request) => unauthorized(),
+            BOOTSTRAP_PATH | "/db/info" if self.external_datastore => {
+                text(StatusCode::BAD_REQUEST, NO_EMBEDDED_JOIN)
+            }
             BOOTSTRAP_PATH => match self.bootstrap_data().and_then(|data| json(&data)) {
                 Ok(response) => response,
                 Err(error) => internal(error),

@@ -8,6 +8,7 @@
 //! | [`auth`] | the user of a connection's client certificate |
 //! | [`api`] | the verbs, with kube-apiserver's semantics |
 //! | [`storage`] | kube-apiserver's three transaction shapes over the store |
+//! | [`datastore`] | the store: the embedded member or an external etcd |
 //! | [`object`] | server-owned fields, names, defaults |
 //! | [`selector`] | label and field selectors |
 //! | [`patch`] | merge, JSON and strategic merge patches |
@@ -26,6 +27,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod datastore;
 pub mod discovery;
 pub mod kubeconfig;
 pub mod node;
@@ -48,7 +50,6 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE, HOST};
 use hyper::{Request, Response, StatusCode};
-use raftstore::node::NodeHandle;
 use serde_json::Value;
 use tokio::sync::watch as signal;
 
@@ -86,14 +87,14 @@ fn error_response(error: &ApiError) -> Response<Body> {
 
 /// The API of one server.
 pub struct KubeApi {
-    member: signal::Receiver<Option<NodeHandle>>,
+    source: datastore::Source,
     authenticator: Authenticator,
 }
 
 impl KubeApi {
-    pub fn new(member: signal::Receiver<Option<NodeHandle>>, authenticator: Authenticator) -> Self {
+    pub fn new(source: datastore::Source, authenticator: Authenticator) -> Self {
         Self {
-            member,
+            source,
             authenticator,
         }
     }
@@ -177,10 +178,9 @@ impl KubeApi {
         let Route::Resource(target) = route else {
             return Err(ApiError::not_found_path());
         };
-        let handle = self.member.borrow().clone().ok_or_else(|| {
+        let store = self.source.now().ok_or_else(|| {
             ApiError::unavailable("the server is starting: the store does not serve yet")
         })?;
-        let store = storage::Store { handle };
         let header = |name| {
             request
                 .headers()
@@ -230,16 +230,12 @@ impl KubeApi {
 /// Pause between attempts to create the default namespaces.
 const DEFAULTS_RETRY: Duration = Duration::from_secs(2);
 
-/// Once the member serves, creates the default namespaces (retrying while the cluster has no
+/// Once the store serves, creates the default namespaces (retrying while the cluster has no
 /// leader), then returns; returns at once on `stop`.
-pub async fn create_defaults(
-    mut serving: signal::Receiver<Option<NodeHandle>>,
-    mut stop: signal::Receiver<bool>,
-) {
-    let Some(handle) = crate::server::serving_member(&mut serving, &mut stop).await else {
+pub async fn create_defaults(mut source: datastore::Source, mut stop: signal::Receiver<bool>) {
+    let Some(store) = source.serving(&mut stop).await else {
         return;
     };
-    let store = storage::Store { handle };
     loop {
         match api::create_default_namespaces(&store).await {
             Ok(()) => return,

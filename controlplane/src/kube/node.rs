@@ -14,11 +14,11 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use raftstore::node::NodeHandle;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tokio::sync::watch as signal;
 
+use super::datastore::Source;
 use super::object;
 use super::resources::{self, Resource};
 use super::status::ApiError;
@@ -245,34 +245,31 @@ fn is_member_of(member: &str, node: &str) -> bool {
 /// Removes the etcd member of the server `node`, if the cluster has one: what deleting a
 /// server's Node does in k3s.
 pub async fn remove_member(store: &Store, node: &str) -> Result<(), ApiError> {
-    let member = store
-        .handle
+    let Some(handle) = store.data.member() else {
+        return Ok(());
+    };
+    let member = handle
         .members()
         .into_iter()
         .find(|member| is_member_of(&member.name, node));
     if let Some(member) = member {
-        store.handle.member_remove(member.id).await?;
+        handle.member_remove(member.id).await?;
         tracing::info!(node, member = %member.name, "removed the etcd member of a deleted node");
     }
     Ok(())
 }
 
 /// Registers this server as a Node and heartbeats its Lease until `stop`.
-pub async fn run(
-    mut serving: signal::Receiver<Option<NodeHandle>>,
-    mut stop: signal::Receiver<bool>,
-    identity: NodeIdentity,
-) {
-    let Some(handle) = crate::server::serving_member(&mut serving, &mut stop).await else {
+pub async fn run(mut source: Source, mut stop: signal::Receiver<bool>, identity: NodeIdentity) {
+    let Some(store) = source.serving(&mut stop).await else {
         return;
     };
-    let store = Store { handle };
     loop {
         let now = OffsetDateTime::now_utc();
         let beat = async {
             beat_lease(&store, &identity, now).await?;
             beat_node(&store, &identity, now).await?;
-            if store.handle.status().is_leader() {
+            if store.data.runs_cluster_checks() {
                 check_leases(&store, now).await?;
             }
             Ok::<(), ApiError>(())

@@ -3,11 +3,10 @@
 //! `mod_revision(key) == rv → put`, delete `mod_revision(key) == rv → delete` — each reading
 //! the key back in its failure branch so a refusal says what is there now.
 //!
-//! Guarantees: every write goes through raft in one transaction, so a create never replaces
+//! Guarantees: every write is one transaction of the store (through raft when embedded), so a create never replaces
 //! an object, and an update or delete never acts on a version other than the one it was
 //! decided on; reads are linearizable unless a caller asks for a serializable one.
 
-use raftstore::node::NodeHandle;
 use raftstore::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use raftstore::pb::etcdserverpb::{
     request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
@@ -15,6 +14,7 @@ use raftstore::pb::etcdserverpb::{
 };
 use raftstore::pb::mvccpb::KeyValue;
 
+use super::datastore::Datastore;
 use super::status::ApiError;
 
 /// One page read from the store.
@@ -34,10 +34,10 @@ pub enum Written {
     Refused(Option<KeyValue>),
 }
 
-/// The object keys of a running member.
+/// The object keys of a serving store (the embedded member or an external etcd).
 #[derive(Clone)]
 pub struct Store {
-    pub handle: NodeHandle,
+    pub data: Datastore,
 }
 
 fn mod_revision_is(key: &[u8], revision: i64) -> Compare {
@@ -60,10 +60,14 @@ fn read_back(key: &[u8]) -> RequestOp {
 }
 
 impl Store {
+    pub fn new(data: Datastore) -> Self {
+        Self { data }
+    }
+
     /// The key, if it exists.
     pub async fn get(&self, key: &str, serializable: bool) -> Result<Option<KeyValue>, ApiError> {
         let response = self
-            .handle
+            .data
             .range(RangeRequest {
                 key: key.as_bytes().to_vec(),
                 serializable,
@@ -84,7 +88,7 @@ impl Store {
         serializable: bool,
     ) -> Result<Page, ApiError> {
         let response = self
-            .handle
+            .data
             .range(RangeRequest {
                 key: start.as_bytes().to_vec(),
                 range_end: raftstore::mvcc::tree_index::prefix_end(prefix.as_bytes()),
@@ -140,7 +144,7 @@ impl Store {
 
     /// Deletes every key under `prefix`.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<(), ApiError> {
-        self.handle
+        self.data
             .delete_range(DeleteRangeRequest {
                 key: prefix.as_bytes().to_vec(),
                 range_end: raftstore::mvcc::tree_index::prefix_end(prefix.as_bytes()),
@@ -152,7 +156,7 @@ impl Store {
 
     async fn txn(&self, key: &[u8], expected: i64, op: RequestOp) -> Result<Written, ApiError> {
         let response = self
-            .handle
+            .data
             .txn(TxnRequest {
                 compare: vec![mod_revision_is(key, expected)],
                 success: vec![op],

@@ -1,5 +1,5 @@
 //! `?watch=true`: a chunked stream of JSON lines `{"type": ADDED|MODIFIED|DELETED|BOOKMARK|
-//! ERROR, "object": ...}`, from the member's watch hub, as kube-apiserver's etcd3 watcher
+//! ERROR, "object": ...}`, from the store's watch (the member's hub or the external etcd), as kube-apiserver's etcd3 watcher
 //! produces them.
 //!
 //! Guarantees: without a resourceVersion (or with "0") the stream first sends every matching
@@ -136,25 +136,24 @@ async fn stream_events(
             page.revision
         }
     };
-    let stream = store.handle.watch_hub().open_stream();
-    let created = stream.watch(WatchCreate {
-        key: prefix.as_bytes().to_vec(),
-        range_end: raftstore::mvcc::tree_index::prefix_end(prefix.as_bytes()),
-        start_revision: after + 1,
-        prev_kv: true,
-        ..Default::default()
-    });
-    if created.is_none() {
-        return Err(ApiError::internal("the watch was refused"));
-    }
+    let mut feed = store
+        .data
+        .watch(WatchCreate {
+            key: prefix.as_bytes().to_vec(),
+            range_end: raftstore::mvcc::tree_index::prefix_end(prefix.as_bytes()),
+            start_revision: after + 1,
+            prev_kv: true,
+            ..Default::default()
+        })
+        .await?;
     let mut bookmarks = tokio::time::interval(BOOKMARK_INTERVAL);
     bookmarks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let delivery = tokio::select! {
             biased;
-            delivery = stream.next() => delivery,
+            delivery = feed.next() => delivery,
             _ = bookmarks.tick(), if spec.bookmarks => {
-                stream.request_progress_all();
+                feed.request_progress();
                 continue;
             }
         };

@@ -1,0 +1,355 @@
+//! A client of an external etcd (`--datastore-endpoint`) over the etcd v3 gRPC API, with the
+//! tonic stubs `etcd-api` generates: KV range / txn / delete-range and watch streams.
+//!
+//! Guarantees:
+//! - Endpoints are tried in turn: a call goes to the endpoint that answered last; when that
+//!   one cannot be reached (connection refused, TLS failure, no answer within
+//!   [`REQUEST_TIMEOUT`], or etcd's own `Unavailable`), the next one is tried, each at most
+//!   once per call. An answer of etcd (including its errors) is never retried elsewhere.
+//! - etcd's error statuses come back unchanged ([`RemoteError::Etcd`]), so callers match on
+//!   etcd's texts as Go clients do; when no endpoint answers, [`RemoteError::Unreachable`]
+//!   names each endpoint with its error chain, and TLS failures say which flag to check.
+//! - A retried write may have been applied by the endpoint that failed to answer; the kube
+//!   layer's writes are conditional transactions, so a retry is refused rather than applied
+//!   twice.
+//! - A watch is one bidirectional stream to one endpoint; its end (etcd gone, stream reset)
+//!   ends the watch with a `Canceled` message, as kube-apiserver's clients expect a watch to
+//!   end at any time and resume it.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_api::pb::etcdserverpb::kv_client::KvClient;
+use etcd_api::pb::etcdserverpb::watch_client::WatchClient;
+use etcd_api::pb::etcdserverpb::{
+    watch_request, DeleteRangeRequest, DeleteRangeResponse, RangeRequest, RangeResponse,
+    TxnRequest, TxnResponse, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
+};
+use raftstore::watch::{Delivery, WatchMessage};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// Longest one unary call may take on one endpoint before the next is tried.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a TCP (and TLS) connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests a watch stream may have waiting to be sent (its create and progress requests).
+const WATCH_REQUESTS: usize = 8;
+
+/// Why a call failed.
+#[derive(Debug, Clone)]
+pub enum RemoteError {
+    /// etcd answered with this error status (etcd's code and text).
+    Etcd(Status),
+    /// No endpoint answered: each endpoint with its error; `tls_refused` when a TLS
+    /// handshake failed (a setting to fix, not an outage to wait out).
+    Unreachable { failures: String, tls_refused: bool },
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemoteError::Etcd(status) => write!(f, "{}", status.message()),
+            RemoteError::Unreachable { failures, .. } => {
+                write!(f, "the datastore is unavailable: {failures}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RemoteError {}
+
+/// The external etcd, shared by every user of the server (cheap to clone).
+#[derive(Clone)]
+pub struct RemoteEtcd {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Each endpoint's URL and its lazily connected channel.
+    endpoints: Vec<(String, Channel)>,
+    /// The endpoint that answered last.
+    current: AtomicUsize,
+}
+
+impl fmt::Debug for RemoteEtcd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let urls: Vec<&str> = self
+            .inner
+            .endpoints
+            .iter()
+            .map(|(url, _)| url.as_str())
+            .collect();
+        f.debug_struct("RemoteEtcd")
+            .field("endpoints", &urls)
+            .finish()
+    }
+}
+
+impl RemoteEtcd {
+    /// A client of `urls` (`http://` or `https://host:port`), encrypting with `tls` (needed
+    /// for `https://` URLs). Nothing is dialled until the first call.
+    pub fn new(urls: &[String], tls: Option<Arc<rustls::ClientConfig>>) -> anyhow::Result<Self> {
+        anyhow::ensure!(!urls.is_empty(), "no datastore endpoint given");
+        let connector = etcd_api::tls::tls_connector(etcd_api::TokioNet, tls);
+        let mut endpoints = Vec::with_capacity(urls.len());
+        for url in urls {
+            let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+                .map_err(|error| anyhow::anyhow!("datastore endpoint {url}: {error}"))?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10));
+            endpoints.push((url.clone(), connector(endpoint)));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                endpoints,
+                current: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The endpoints' URLs, comma-separated.
+    pub fn urls(&self) -> String {
+        let urls: Vec<&str> = self
+            .inner
+            .endpoints
+            .iter()
+            .map(|(url, _)| url.as_str())
+            .collect();
+        urls.join(",")
+    }
+
+    /// Runs `call` on the endpoints in turn, from the one that answered last, until one
+    /// answers.
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, RemoteError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let count = self.inner.endpoints.len();
+        let first = self.inner.current.load(Ordering::Relaxed) % count;
+        let mut failures = Vec::new();
+        let mut tls_refused = false;
+        for offset in 0..count {
+            let index = (first + offset) % count;
+            let (url, channel) = &self.inner.endpoints[index];
+            let outcome = tokio::time::timeout(REQUEST_TIMEOUT, call(channel.clone())).await;
+            match outcome {
+                Ok(Ok(answer)) => {
+                    self.inner.current.store(index, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Ok(Err(status)) if !is_unreachable(&status) => {
+                    self.inner.current.store(index, Ordering::Relaxed);
+                    return Err(RemoteError::Etcd(status));
+                }
+                Ok(Err(status)) => {
+                    tls_refused |= tls_error(&status).is_some();
+                    failures.push(format!("{url}: {}", describe(&status)));
+                }
+                Err(_) => failures.push(format!(
+                    "{url}: no answer within {} s",
+                    REQUEST_TIMEOUT.as_secs()
+                )),
+            }
+            tracing::debug!(endpoint = %url, "datastore endpoint failed; trying the next one");
+        }
+        Err(RemoteError::Unreachable {
+            failures: failures.join("; "),
+            tls_refused,
+        })
+    }
+
+    pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, RemoteError> {
+        self.call(|channel| {
+            let request = request.clone();
+            async move {
+                KvClient::new(channel)
+                    .range(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
+    pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, RemoteError> {
+        self.call(|channel| {
+            let request = request.clone();
+            async move {
+                KvClient::new(channel)
+                    .txn(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
+    pub async fn delete_range(
+        &self,
+        request: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, RemoteError> {
+        self.call(|channel| {
+            let request = request.clone();
+            async move {
+                KvClient::new(channel)
+                    .delete_range(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
+    /// Opens a watch stream on the first endpoint that answers and creates `create` on it.
+    pub async fn watch(&self, create: WatchCreateRequest) -> Result<RemoteWatch, RemoteError> {
+        self.call(|channel| {
+            let create = create.clone();
+            async move {
+                let (requests, receiver) = mpsc::channel(WATCH_REQUESTS);
+                let first = WatchRequest {
+                    request_union: Some(watch_request::RequestUnion::CreateRequest(create)),
+                };
+                requests
+                    .send(first)
+                    .await
+                    .map_err(|_| Status::internal("the watch request queue closed"))?;
+                let responses = WatchClient::new(channel)
+                    .watch(ReceiverStream::new(receiver))
+                    .await?
+                    .into_inner();
+                Ok(RemoteWatch {
+                    requests,
+                    responses,
+                })
+            }
+        })
+        .await
+    }
+}
+
+/// Whether `status` says the endpoint could not be reached or cannot serve now (so another
+/// endpoint may), rather than etcd refusing the request.
+fn is_unreachable(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable => true,
+        Code::Unknown | Code::Internal => tls_error(status).is_some(),
+        _ => false,
+    }
+}
+
+/// The rustls error somewhere in `status`'s sources, if any.
+fn tls_error(status: &Status) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        if let Some(tls) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls.to_string());
+        }
+        source = error.source();
+    }
+    None
+}
+
+/// `status` with its error chain, and for a TLS failure the flags that decide it.
+pub fn describe(status: &Status) -> String {
+    let mut text = status.message().to_string();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = source {
+        let part = error.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = error.source();
+    }
+    if let Some(tls) = tls_error(status) {
+        if !text.contains(&tls) {
+            text.push_str(": ");
+            text.push_str(&tls);
+        }
+        if tls.contains("invalid peer certificate") {
+            text.push_str(" (the datastore's certificate is not signed by --datastore-cafile)");
+        } else if tls.contains("alert") {
+            text.push_str(
+                " (the datastore refused this client: check --datastore-certfile and \
+                 --datastore-keyfile)",
+            );
+        }
+    }
+    text
+}
+
+/// One watch on the external etcd: its messages as the embedded hub's [`Delivery`]s.
+pub struct RemoteWatch {
+    requests: mpsc::Sender<WatchRequest>,
+    responses: tonic::Streaming<WatchResponse>,
+}
+
+impl RemoteWatch {
+    /// The next message; a `Canceled` one (watch id −1) once the stream ended.
+    pub async fn next(&mut self) -> Delivery {
+        let response = match self.responses.message().await {
+            Ok(Some(response)) => response,
+            Ok(None) => return ended(0),
+            Err(status) => {
+                tracing::info!(error = %describe(&status), "a datastore watch ended");
+                return ended(0);
+            }
+        };
+        let revision = response.header.as_ref().map_or(0, |header| header.revision);
+        let watch_id = response.watch_id;
+        let message = if response.created && response.canceled {
+            WatchMessage::Refused {
+                reason: response.cancel_reason,
+            }
+        } else if response.created {
+            WatchMessage::Created { watch_id }
+        } else if response.compact_revision > 0 {
+            WatchMessage::Compacted {
+                watch_id,
+                compact_revision: response.compact_revision,
+            }
+        } else if response.canceled {
+            WatchMessage::Canceled { watch_id }
+        } else if response.events.is_empty() {
+            WatchMessage::Progress { watch_id }
+        } else {
+            WatchMessage::Events {
+                watch_id,
+                events: response.events,
+            }
+        };
+        Delivery { revision, message }
+    }
+
+    /// Asks etcd for a progress notification (false if the stream is gone or busy).
+    pub fn request_progress(&self) -> bool {
+        self.requests
+            .try_send(WatchRequest {
+                request_union: Some(watch_request::RequestUnion::ProgressRequest(
+                    WatchProgressRequest {},
+                )),
+            })
+            .is_ok()
+    }
+}
+
+fn ended(revision: i64) -> Delivery {
+    Delivery {
+        revision,
+        message: WatchMessage::Canceled { watch_id: -1 },
+    }
+}
