@@ -210,6 +210,15 @@ async fn wait_for_datastore(remote: &RemoteEtcd) -> Result<()> {
             RemoteError::Unreachable { tls_refused, .. } => *tls_refused,
             RemoteError::Etcd(_) => false,
         };
+        if !permanent && matches!(error, RemoteError::Unreachable { .. }) {
+            if let Some(refusal) = remote.tls_refusal().await {
+                bail!(
+                    "cannot use the datastore at {} (--datastore-endpoint): TLS refused: \
+                     {refusal}",
+                    remote.urls()
+                );
+            }
+        }
         if permanent || tokio::time::Instant::now() + CONNECT_RETRY > deadline {
             bail!(
                 "cannot use the datastore at {} (--datastore-endpoint): {error}",

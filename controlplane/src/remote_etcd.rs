@@ -72,6 +72,8 @@ pub struct RemoteEtcd {
 struct Inner {
     /// Each endpoint's URL and its lazily connected channel.
     endpoints: Vec<(String, Channel)>,
+    /// The TLS client configuration of `https://` endpoints.
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// The endpoint that answered last.
     current: AtomicUsize,
 }
@@ -95,7 +97,7 @@ impl RemoteEtcd {
     /// for `https://` URLs). Nothing is dialled until the first call.
     pub fn new(urls: &[String], tls: Option<Arc<rustls::ClientConfig>>) -> anyhow::Result<Self> {
         anyhow::ensure!(!urls.is_empty(), "no datastore endpoint given");
-        let connector = etcd_api::tls::tls_connector(etcd_api::TokioNet, tls);
+        let connector = etcd_api::tls::tls_connector(etcd_api::TokioNet, tls.clone());
         let mut endpoints = Vec::with_capacity(urls.len());
         for url in urls {
             let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
@@ -108,6 +110,7 @@ impl RemoteEtcd {
         Ok(Self {
             inner: Arc::new(Inner {
                 endpoints,
+                tls,
                 current: AtomicUsize::new(0),
             }),
         })
@@ -234,12 +237,93 @@ impl RemoteEtcd {
     }
 }
 
+impl RemoteEtcd {
+    /// Why the TLS session with an `https://` endpoint fails, if it does: with TLS 1.3 a
+    /// server refuses a client certificate only after the handshake, which gRPC reports as a
+    /// bare transport error, so this opens a session itself, sends the HTTP/2 preface and
+    /// reads the server's answer (bounded by [`CONNECT_TIMEOUT`] per step).
+    pub async fn tls_refusal(&self) -> Option<String> {
+        let tls = self.inner.tls.clone()?;
+        for (url, _) in &self.inner.endpoints {
+            if let Some(reason) = tls_probe(url, tls.clone()).await {
+                return Some(format!("{url}: {reason}"));
+            }
+        }
+        None
+    }
+}
+
+/// The TLS error of one session with the `https://` endpoint `url`, if any.
+async fn tls_probe(url: &str, tls: Arc<rustls::ClientConfig>) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = url.strip_prefix("https://")?;
+    let uri: tonic::transport::Uri = url.parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).ok()?;
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(authority))
+        .await
+        .ok()?
+        .ok()?;
+    let tls_text = |error: &std::io::Error| {
+        error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map(|tls| with_hint(tls.to_string()))
+    };
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp)).await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return tls_text(&error),
+        Err(_) => return None,
+    };
+    let answered = tokio::time::timeout(CONNECT_TIMEOUT, async move {
+        // The HTTP/2 client preface and an empty SETTINGS frame; a gRPC server answers with
+        // its own SETTINGS.
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await?;
+        stream.flush().await?;
+        let mut buffer = [0u8; 64];
+        stream.read(&mut buffer).await
+    })
+    .await;
+    match answered {
+        Ok(Ok(read)) if read > 0 => None,
+        Ok(Err(error)) if tls_text(&error).is_some() => tls_text(&error),
+        // With TLS 1.3 a server that refuses the client's certificate does so after the
+        // handshake and may just close the session.
+        Ok(_) => Some(with_hint(
+            "the TLS session was closed right after the handshake (alert or no answer)".to_string(),
+        )),
+        Err(_) => None,
+    }
+}
+
+/// A TLS error's text with the flags that decide it.
+fn with_hint(tls: String) -> String {
+    if tls.contains("invalid peer certificate") {
+        format!("{tls} (the datastore's certificate is not signed by --datastore-cafile)")
+    } else if tls.contains("alert") {
+        format!(
+            "{tls} (the datastore refused this client: check --datastore-certfile and \
+             --datastore-keyfile)"
+        )
+    } else {
+        tls
+    }
+}
+
 /// Whether `status` says the endpoint could not be reached or cannot serve now (so another
 /// endpoint may), rather than etcd refusing the request.
 fn is_unreachable(status: &Status) -> bool {
     match status.code() {
         Code::Unavailable => true,
-        Code::Unknown | Code::Internal => tls_error(status).is_some(),
+        // Statuses made on this side from a transport failure carry it as their source;
+        // those etcd sent never do.
+        Code::Unknown | Code::Internal | Code::Cancelled => {
+            std::error::Error::source(status).is_some()
+        }
         _ => false,
     }
 }
@@ -276,17 +360,13 @@ pub fn describe(status: &Status) -> String {
         source = error.source();
     }
     if let Some(tls) = tls_error(status) {
-        if !text.contains(&tls) {
-            text.push_str(": ");
-            text.push_str(&tls);
-        }
-        if tls.contains("invalid peer certificate") {
-            text.push_str(" (the datastore's certificate is not signed by --datastore-cafile)");
-        } else if tls.contains("alert") {
-            text.push_str(
-                " (the datastore refused this client: check --datastore-certfile and \
-                 --datastore-keyfile)",
-            );
+        let hinted = with_hint(tls.clone());
+        match text.find(&tls) {
+            Some(at) => text.replace_range(at..at + tls.len(), &hinted),
+            None => {
+                text.push_str(": ");
+                text.push_str(&hinted);
+            }
         }
     }
     text
