@@ -191,3 +191,30 @@ fn etcd_snapshot_subcommands_read_the_shared_file() {
     };
     assert_eq!(prune.snapshot_retention, 7);
 }
+
+#[test]
+fn the_datastore_flags_come_from_the_config_file_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.yaml");
+    write(
+        &config,
+        "datastore-endpoint: https://10.0.0.1:2379,https://10.0.0.2:2379\n\
+         datastore-cafile: /etc/etcd/ca.crt\ndatastore-certfile: /etc/etcd/client.crt\n\
+         datastore-keyfile: /etc/etcd/client.key\n",
+    );
+    let config = config.to_str().expect("utf-8");
+    let (args, warnings) = server_args(&["k3rs", "server", "--config", config]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(
+        args.datastore.datastore_endpoint.as_deref(),
+        Some("https://10.0.0.1:2379,https://10.0.0.2:2379")
+    );
+    assert_eq!(
+        args.datastore.datastore_cafile.as_deref(),
+        Some(Path::new("/etc/etcd/ca.crt"))
+    );
+    assert_eq!(
+        args.datastore.datastore_keyfile.as_deref(),
+        Some(Path::new("/etc/etcd/client.key"))
+    );
+}
