@@ -344,6 +344,59 @@ async fn the_api_keeps_its_objects_in_an_external_etcd_shared_by_two_servers() {
         ["/registry/configmaps/default/shared"]
     );
 
+    // History compacted in etcd: a watch from before it ends with kube's 410 Expired.
+    let list = kubectl_ok(
+        home.path(),
+        &first,
+        &["get", "--raw", "/api/v1/namespaces/default/configmaps"],
+    );
+    let list: serde_json::Value = serde_json::from_str(&list).expect("a list");
+    let before = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("a list revision")
+        .to_string();
+    kubectl_ok(
+        home.path(),
+        &first,
+        &["label", "configmap", "shared", "compacted=yes"],
+    );
+    kubectl_ok(
+        home.path(),
+        &first,
+        &[
+            "label",
+            "configmap",
+            "shared",
+            "compacted=twice",
+            "--overwrite",
+        ],
+    );
+    let status = etcd.etcdctl(&["endpoint", "status", "-w", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status");
+    let now = status[0]["Status"]["header"]["revision"]
+        .as_i64()
+        .expect("a revision");
+    let compact = etcd.etcdctl(&["compact", &now.to_string()]);
+    assert!(compact.status.success(), "{}", text(&compact.stderr));
+    let events = kubectl_ok(
+        home.path(),
+        &first,
+        &[
+            "get",
+            "--raw",
+            &format!(
+                "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={before}&timeoutSeconds=5"
+            ),
+        ],
+    );
+    let event: serde_json::Value =
+        serde_json::from_str(events.lines().next().unwrap_or("")).expect("an event");
+    assert_eq!(
+        (event["type"].as_str(), event["object"]["code"].as_u64()),
+        (Some("ERROR"), Some(410)),
+        "{events}"
+    );
+
     // A second server on the same etcd with the first's token: same CAs, same objects, both
     // nodes registered.
     let token = std::fs::read_to_string(first.token_file()).expect("token");

@@ -20,7 +20,13 @@ use crate::server_tls::TlsDir;
 /// Where the admin kubeconfig goes when `--write-kubeconfig` is not given.
 pub fn default_output() -> PathBuf {
     let is_root = std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0);
-    match std::env::var_os("HOME") {
+    output_for(is_root, std::env::var_os("HOME"))
+}
+
+/// `/etc/rancher/k3rs/k3rs.yaml` for root (whatever `HOME` says), `~/.kube/k3rs.yaml` for
+/// other users.
+fn output_for(is_root: bool, home: Option<std::ffi::OsString>) -> PathBuf {
+    match home {
         Some(home) if !is_root => PathBuf::from(home).join(".kube").join("k3rs.yaml"),
         _ => PathBuf::from("/etc/rancher/k3rs/k3rs.yaml"),
     }
@@ -93,6 +99,14 @@ mod tests {
         assert_eq!(parse_mode("0644").expect("octal"), 0o644);
         assert_eq!(parse_mode("600").expect("octal"), 0o600);
         assert!(parse_mode("0999").is_err());
+    }
+
+    #[test]
+    fn root_writes_etc_rancher_k3rs_and_others_their_home() {
+        let root = output_for(true, Some("/root".into()));
+        assert_eq!(root, PathBuf::from("/etc/rancher/k3rs/k3rs.yaml"));
+        let user = output_for(false, Some("/home/ann".into()));
+        assert_eq!(user, PathBuf::from("/home/ann/.kube/k3rs.yaml"));
     }
 
     #[test]
