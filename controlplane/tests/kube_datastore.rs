@@ -679,11 +679,33 @@ async fn a_datastore_that_cannot_be_used_stops_the_server_with_a_clear_error() {
     failover.extend(["--disable-apiserver".to_string()]);
     let mut server = start_server("failover", &failover);
     let deadline = Instant::now() + READY;
-    while !server.logs().contains("using the external datastore") {
+    while !(server.logs().contains("using the external datastore")
+        && server
+            .logs()
+            .contains("supervisor and Kubernetes API listening"))
+    {
         if let Some(status) = server.try_exit() {
             panic!("exited with {status}: {}", server.logs());
         }
         assert!(Instant::now() < deadline, "{}", server.logs());
         sleep(Duration::from_millis(200)).await;
     }
+
+    // An embedded server cannot join it: it has no etcd member to join.
+    let token = std::fs::read_to_string(server.token_file()).expect("token");
+    let joiner = [
+        "--server".to_string(),
+        server.supervisor_url(),
+        "--token".to_string(),
+        token.trim().to_string(),
+    ];
+    let log = refused("joiner", &joiner).await;
+    assert!(log.contains("has no embedded etcd to join"), "{log}");
+    let mut with_server = etcd.flags();
+    with_server.extend(joiner);
+    let log = refused("with-server", &with_server).await;
+    assert!(
+        log.contains("--server cannot be used with --datastore-endpoint"),
+        "{log}"
+    );
 }
