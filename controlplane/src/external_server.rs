@@ -83,7 +83,6 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     create_private_dir(&server_dir)?;
     let tls_dir = TlsDir::under(&server_dir);
     let given_token = crate::server::given_token(&args)?;
-    let stored_token = server_dir.join("token");
     let secret = given_token.as_ref().map(|token| token.secret.clone());
     if !tls_dir.has_cluster_cas() {
         if let Some(secret) = &secret {
@@ -103,8 +102,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         },
         now,
     )?;
-    let token = crate::server::ensure_token_file(&server_dir, given_token, &tls_dir)
-        .with_context(|| format!("with {}", stored_token.display()))?;
+    let token = crate::server::ensure_token_file(&server_dir, given_token, &tls_dir)?;
     kubeconfig::write(
         &tls_dir,
         &server_dir,

@@ -12,6 +12,8 @@
 //! - A retried write may have been applied by the endpoint that failed to answer; the kube
 //!   layer's writes are conditional transactions, so a retry is refused rather than applied
 //!   twice.
+//! - Answers and watch responses of any size are taken (no 4 MiB gRPC limit), as
+//!   kube-apiserver's etcd client takes them.
 //! - A watch is one bidirectional stream to one endpoint; its end (etcd gone, stream reset)
 //!   ends the watch with a `Canceled` message, as kube-apiserver's clients expect a watch to
 //!   end at any time and resume it.
@@ -172,7 +174,7 @@ impl RemoteEtcd {
         self.call(|channel| {
             let request = request.clone();
             async move {
-                KvClient::new(channel)
+                kv(channel)
                     .range(request)
                     .await
                     .map(tonic::Response::into_inner)
@@ -185,7 +187,7 @@ impl RemoteEtcd {
         self.call(|channel| {
             let request = request.clone();
             async move {
-                KvClient::new(channel)
+                kv(channel)
                     .txn(request)
                     .await
                     .map(tonic::Response::into_inner)
@@ -201,7 +203,7 @@ impl RemoteEtcd {
         self.call(|channel| {
             let request = request.clone();
             async move {
-                KvClient::new(channel)
+                kv(channel)
                     .delete_range(request)
                     .await
                     .map(tonic::Response::into_inner)
@@ -224,6 +226,7 @@ impl RemoteEtcd {
                     .await
                     .map_err(|_| Status::internal("the watch request queue closed"))?;
                 let responses = WatchClient::new(channel)
+                    .max_decoding_message_size(usize::MAX)
                     .watch(ReceiverStream::new(receiver))
                     .await?
                     .into_inner();
@@ -312,6 +315,12 @@ fn with_hint(tls: String) -> String {
     } else {
         tls
     }
+}
+
+/// A KV client that takes answers of any size, as kube-apiserver's etcd client does (tonic's
+/// default limit, 4 MiB, would refuse a large list).
+fn kv(channel: Channel) -> KvClient<Channel> {
+    KvClient::new(channel).max_decoding_message_size(usize::MAX)
 }
 
 /// Whether `status` says the endpoint could not be reached or cannot serve now (so another

@@ -545,6 +545,27 @@ async fn the_api_keeps_its_objects_in_an_external_etcd_shared_by_two_servers() {
     let names = kubectl_ok(home.path(), &first, &["get", "configmaps", "-o", "name"]);
     assert_eq!(names, "configmap/later\nconfigmap/shared\n");
 
+    // A list larger than gRPC's default 4 MiB message comes back whole.
+    let big = home.path().join("big.txt");
+    std::fs::write(&big, "a".repeat(900 * 1024)).expect("a big value");
+    let from_file = format!("--from-file=v={}", big.display());
+    for index in 0..6 {
+        let name = format!("big-{index}");
+        kubectl_ok(
+            home.path(),
+            &first,
+            &["create", "configmap", &name, &from_file],
+        );
+    }
+    let names = kubectl_ok(home.path(), &first, &["get", "configmaps", "-o", "name"]);
+    assert_eq!(
+        names
+            .lines()
+            .filter(|l| l.starts_with("configmap/big-"))
+            .count(),
+        6
+    );
+
     // The datastore going away: the API answers 503 naming it, and serves again after.
     etcd.stop();
     let output = kubectl(
