@@ -23,7 +23,8 @@
 //!
 //! Guarantees: every answer is JSON (a `Status` for every refusal); a request without a
 //! valid client certificate gets `401` before anything else; bodies above
-//! [`MAX_BODY_BYTES`] get `413`; until the member serves, resource requests get `503`.
+//! [`MAX_BODY_BYTES`] get `413`; until the member serves (or while an external datastore does not
+//! answer), resource requests get `503`.
 
 pub mod api;
 pub mod auth;
