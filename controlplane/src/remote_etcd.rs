@@ -12,7 +12,8 @@
 //! - A retried write may have been applied by the endpoint that failed to answer; the kube
 //!   layer's writes are conditional transactions (or idempotent prefix deletes), so a retry
 //!   is never applied twice: at worst the retried create of an object that was written is
-//!   answered `AlreadyExists`, as with kube-apiserver's own etcd client.
+//!   answered `AlreadyExists` (etcd's Go client retries writes only when they were not sent;
+//!   this one cannot tell).
 //! - Answers and watch responses of any size are taken (no 4 MiB gRPC limit), as
 //!   kube-apiserver's etcd client takes them.
 //! - A watch is one bidirectional stream to one endpoint; its end (etcd gone, stream reset)
