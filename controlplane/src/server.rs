@@ -103,7 +103,12 @@ pub async fn run(args: ServerArgs) -> Result<()> {
                 ip: args.node_ip.unwrap_or_else(default_node_ip),
             },
         ));
-        (Some(kube), vec![defaults, heartbeat])
+        let manifests = tokio::spawn(crate::kube::manifests::run(
+            serving_rx.clone(),
+            stop_rx.clone(),
+            crate::kube::manifests::dir_of(&args.data_dir()),
+        ));
+        (Some(kube), vec![defaults, heartbeat, manifests])
     };
     let supervisor_tasks = supervisor::serve(
         supervisor,

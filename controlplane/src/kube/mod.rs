@@ -20,6 +20,7 @@
 //! | [`resources`] | the table of served resources |
 //! | [`kubeconfig`] | the admin kubeconfig |
 //! | [`node`] | this server as a Node, its Lease heartbeat, lapsed nodes NotReady |
+//! | [`manifests`] | auto-deploying `<data-dir>/server/manifests` through the verbs |
 //!
 //! Guarantees: every answer is JSON (a `Status` for every refusal); a request without a
 //! valid client certificate gets `401` before anything else; bodies above
@@ -31,6 +32,7 @@ pub mod auth;
 pub mod datastore;
 pub mod discovery;
 pub mod kubeconfig;
+pub mod manifests;
 pub mod node;
 pub mod object;
 pub mod patch;

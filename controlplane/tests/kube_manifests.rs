@@ -1,0 +1,281 @@
+//! Manifests auto-deploy of `k3rs server`, seen through the machine's `kubectl`: the files of
+//! `<data-dir>/server/manifests` present at start are applied, new files are applied, edits
+//! are applied as `kubectl apply` would (a label added by a user survives), objects dropped
+//! from a file and the objects of a removed file are deleted, and a malformed file or an
+//! unserved kind blocks nothing else. Every wait is bounded.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::k3rs_server::{K3rsServer, Ports};
+use tokio::time::{sleep, Instant};
+
+const READY: Duration = Duration::from_secs(60);
+/// The directory is read every 5 s; an apply takes a few requests.
+const DEPLOY_WAIT: Duration = Duration::from_secs(30);
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+struct Kubectl {
+    kubeconfig: PathBuf,
+    home: tempfile::TempDir,
+}
+
+impl Kubectl {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .env("HOME", self.home.path())
+            .env("KUBECACHEDIR", self.home.path().join("cache"))
+            .env_remove("KUBECONFIG")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--request-timeout=20s")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running kubectl")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+    }
+
+    /// Waits until `kubectl args` prints `wanted` (trimmed); `None`: until it fails with
+    /// NotFound.
+    async fn wait_for(&self, server: &K3rsServer, args: &[&str], wanted: Option<&str>) {
+        let deadline = Instant::now() + DEPLOY_WAIT;
+        loop {
+            let output = self.run(args);
+            let now = match wanted {
+                Some(wanted) => output.status.success() && text(&output.stdout).trim() == wanted,
+                None => !output.status.success() && text(&output.stderr).contains("NotFound"),
+            };
+            if now {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubectl {args:?} never gave {wanted:?}: {}{}\n{}",
+                text(&output.stdout),
+                text(&output.stderr),
+                server.logs()
+            );
+            sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+const BASE: &str = r#"# a ConfigMap in a namespace the same file creates, after it
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: demo
+data:
+  mode: "one"
+  extra: "x"
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: plain
+data:
+  a: "1"
+"#;
+
+const BASE_EDITED: &str = r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: demo
+  labels:
+    from: file
+data:
+  mode: "two"
+"#;
+
+const MALFORMED: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: name: broken\ndata: {}\n";
+
+const MIXED: &str = r#"apiVersion: example.com/v1
+kind: Widget
+metadata:
+  name: later
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: beside-widget
+stringData:
+  k: v
+"#;
+
+const JSON_FILE: &str = r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "from-json", "namespace": "kube-system"}, "data": {"j": "son"}}"#;
+
+#[tokio::test]
+async fn manifests_are_applied_at_start_and_as_they_change() {
+    let mut server = K3rsServer::new("127.0.0.1", "manifests-1", Ports::pick());
+    let dir = server.data_dir().join("server").join("manifests");
+    std::fs::create_dir_all(&dir).expect("creating the manifests dir");
+    let write = |name: &str, content: &str| {
+        std::fs::write(dir.join(name), content).expect("writing a manifest");
+    };
+    write("base.yaml", BASE);
+    // Disabled, hidden and foreign files are never applied.
+    let never = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: never\n";
+    write("skipped.yaml", never);
+    write("skipped.yaml.skip", "");
+    write(".hidden.yaml", never);
+    write("notes.txt", never);
+    server.start(&["--cluster-init", "--etcd-disable-snapshots"]);
+    server.wait_healthy(READY).await;
+    let kubectl = Kubectl {
+        kubeconfig: server
+            .data_dir()
+            .join("server")
+            .join("cred")
+            .join("admin.kubeconfig"),
+        home: tempfile::Builder::new()
+            .prefix("k3rs-kubectl-")
+            .tempdir()
+            .expect("creating the kubectl home"),
+    };
+    let settings = [
+        "get",
+        "configmap",
+        "settings",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.data.mode}/{.data.extra}/{.metadata.labels}",
+    ];
+
+    // Present at start: applied, the Namespace first; no namespace means `default`.
+    kubectl.wait_for(&server, &settings, Some("one/x/")).await;
+    kubectl
+        .wait_for(
+            &server,
+            &["get", "cm", "plain", "-o", "jsonpath={.data.a}"],
+            Some("1"),
+        )
+        .await;
+    let owner = kubectl.ok(&[
+        "get",
+        "cm",
+        "plain",
+        "-o",
+        r"jsonpath={.metadata.annotations.objectset\.rio\.cattle\.io/owner-name}",
+    ]);
+    assert_eq!(owner, "base");
+    let record = server.etcdctl_ok(&[
+        "get",
+        "/registry/k3s.cattle.io/addons/kube-system/base",
+        "--print-value-only",
+    ]);
+    assert!(record.contains("\"kind\":\"Addon\""), "{record}");
+
+    // A malformed file, a file with a kind not served, and a new JSON file: the JSON file and
+    // the served object beside the unserved one are applied, the malformed one is reported.
+    write("broken.yaml", MALFORMED);
+    write("mixed.yaml", MIXED);
+    write("extra.json", JSON_FILE);
+    kubectl
+        .wait_for(
+            &server,
+            &[
+                "get",
+                "cm",
+                "from-json",
+                "-n",
+                "kube-system",
+                "-o",
+                "jsonpath={.data.j}",
+            ],
+            Some("son"),
+        )
+        .await;
+    kubectl
+        .wait_for(
+            &server,
+            &["get", "secret", "beside-widget", "-o", "jsonpath={.data.k}"],
+            Some("dg=="),
+        )
+        .await;
+    let logs = server.logs();
+    assert!(
+        logs.contains("broken.yaml: line 3"),
+        "the malformed file's error names it and its line: {logs}"
+    );
+    assert!(logs.contains("Widget later"), "{logs}");
+
+    // A user's label survives an edit of the file; what the file changes is changed, what it
+    // drops is removed, and an object dropped from the file is deleted.
+    kubectl.ok(&["label", "cm", "settings", "-n", "demo", "user=added"]);
+    write("base.yaml", BASE_EDITED);
+    kubectl
+        .wait_for(
+            &server,
+            &settings,
+            Some(r#"two//{"from":"file","user":"added"}"#),
+        )
+        .await;
+    kubectl
+        .wait_for(&server, &["get", "cm", "plain"], None)
+        .await;
+
+    // A removed file's objects are deleted; a skipped or hidden one was never applied.
+    std::fs::remove_file(dir.join("extra.json")).expect("removing a manifest");
+    kubectl
+        .wait_for(
+            &server,
+            &["get", "cm", "from-json", "-n", "kube-system"],
+            None,
+        )
+        .await;
+    let names = kubectl.ok(&["get", "cm", "-A", "-o", "name"]);
+    assert!(!names.contains("configmap/never"), "{names}");
+    let records = server.etcdctl_ok(&[
+        "get",
+        "/registry/k3s.cattle.io/addons/",
+        "--prefix",
+        "--keys-only",
+    ]);
+    assert!(!records.contains("addons/kube-system/extra\n"), "{records}");
+
+    // Files removed while the server is down are cleaned up at its next start.
+    server.kill9();
+    std::fs::remove_file(dir.join("base.yaml")).expect("removing a manifest");
+    server.restart();
+    server.wait_healthy(READY).await;
+    kubectl
+        .wait_for(&server, &["get", "namespace", "demo"], None)
+        .await;
+    kubectl
+        .wait_for(
+            &server,
+            &["get", "secret", "beside-widget", "-o", "jsonpath={.data.k}"],
+            Some("dg=="),
+        )
+        .await;
+}
