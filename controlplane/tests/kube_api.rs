@@ -817,8 +817,10 @@ async fn lists_page_at_one_revision_and_the_api_needs_a_client_certificate() {
     );
 }
 
-/// A joined server shares the client CA: the first server's admin kubeconfig works against
-/// it, and it serves what was written through the first.
+/// Joined servers share the client CA: the first server's admin kubeconfig works against
+/// them, and they serve what was written through the first. Three servers are three Ready
+/// control-plane/etcd nodes, a watch on one sees a write through another, and deleting a
+/// node removes that server's etcd member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joined_server_serves_the_same_api_to_the_same_kubeconfig() {
     let cluster = Cluster::start("kube-6").await;
@@ -862,11 +864,20 @@ async fn a_joined_server_serves_the_same_api_to_the_same_kubeconfig() {
         std::fs::read(second.tls_file("client-ca.crt")).expect("second client CA")
     );
 
-    // Both servers are Ready control-plane/etcd nodes, each with a lease in kube-node-lease.
-    let deadline = Instant::now() + EVENT_WAIT;
+    let mut third = K3rsServer::new("127.0.0.3", "kube-9", Ports::pick());
+    third.start(&[
+        "--server",
+        &second.supervisor_url(),
+        "--token-file",
+        &token_file,
+    ]);
+    third.wait_healthy(READY).await;
+
+    // All three are Ready control-plane/etcd nodes, each with a lease in kube-node-lease.
+    let deadline = Instant::now() + READY;
     loop {
         let nodes = cluster.kubectl_ok(&["get", "nodes", "--no-headers"]);
-        let ready = ["kube-6", "kube-7"].iter().all(|name| {
+        let ready = ["kube-6", "kube-7", "kube-9"].iter().all(|name| {
             nodes.lines().any(|line| {
                 let cells: Vec<&str> = line.split_whitespace().collect();
                 cells.first() == Some(name)
@@ -882,17 +893,81 @@ async fn a_joined_server_serves_the_same_api_to_the_same_kubeconfig() {
     }
     let leases = cluster.kubectl_ok(&["get", "leases", "-n", "kube-node-lease", "-o", "name"]);
     assert!(
-        leases.contains("lease.coordination.k8s.io/kube-6")
-            && leases.contains("lease.coordination.k8s.io/kube-7"),
+        ["kube-6", "kube-7", "kube-9"]
+            .iter()
+            .all(|name| leases.contains(&format!("lease.coordination.k8s.io/{name}"))),
         "{leases}"
     );
 
+    // `kubectl get -w` through the third server sees a write made through the second.
+    let on_third = ["--server", &third.supervisor_url()];
+    let mut watcher = cluster
+        .kubectl_command(
+            &[
+                &on_third[..],
+                &[
+                    "get",
+                    "configmaps",
+                    "--watch",
+                    "-o",
+                    "jsonpath={.metadata.name}={.data.a}{\"\\n\"}",
+                ],
+            ]
+            .concat(),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running kubectl get -w");
+    let seen = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let seen = seen.clone();
+        let stdout = watcher.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                seen.lock().expect("lock").push_str(&format!("{line}\n"));
+            }
+        })
+    };
+    let wait_for = |wanted: &'static str| {
+        let seen = seen.clone();
+        async move {
+            let deadline = Instant::now() + EVENT_WAIT;
+            while !seen.lock().expect("lock").contains(wanted) {
+                assert!(
+                    Instant::now() < deadline,
+                    "kubectl get -w on the third server did not print {wanted:?}: {}",
+                    seen.lock().expect("lock")
+                );
+                sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for("shared=1\n").await;
+    cluster.kubectl_ok(
+        &[
+            &on_second[..],
+            &["create", "configmap", "across", "--from-literal=a=7"],
+        ]
+        .concat(),
+    );
+    wait_for("across=7\n").await;
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let _ = reader.join();
+
     // Deleting the second server's node removes its etcd member, as k3s does.
+    let members = cluster.server.etcdctl_ok(&["member", "list"]);
+    assert_eq!(members.lines().count(), 3, "{members}");
     let out = cluster.kubectl_ok(&["delete", "node", "kube-7"]);
     assert!(out.contains("node \"kube-7\" deleted"), "{out}");
     let members = cluster.server.etcdctl_ok(&["member", "list"]);
-    assert_eq!(members.lines().count(), 1, "{members}");
-    assert!(members.contains("kube-6-"), "{members}");
+    assert_eq!(members.lines().count(), 2, "{members}");
+    assert!(
+        members.contains("kube-6-") && members.contains("kube-9-") && !members.contains("kube-7-"),
+        "{members}"
+    );
     let nodes = cluster.kubectl_ok(&["get", "nodes", "-o", "name"]);
     assert!(!nodes.contains("node/kube-7"), "{nodes}");
 
