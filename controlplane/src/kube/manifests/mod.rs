@@ -1,6 +1,6 @@
 //! Auto-deploying manifests, as k3s's deploy controller: the YAML and JSON files of
-//! `<data-dir>/server/manifests` are applied once the member serves and again whenever they
-//! change; objects that leave a file, and the objects of a removed file, are deleted.
+//! `<data-dir>/server/manifests` are applied once the member serves (and the `default`
+//! namespace exists, waiting at most 30 s for it) and again whenever they change; objects that leave a file, and the objects of a removed file, are deleted.
 //!
 //! | module | job |
 //! |---|---|
@@ -41,6 +41,10 @@ use files::{ManifestFile, Scan};
 /// How often the directory is read.
 pub const POLL: Duration = Duration::from_secs(5);
 
+/// Half-seconds the first pass waits for the `default` namespace.
+const NAMESPACE_WAITS: usize = 60;
+const DEFAULT_NAMESPACE_KEY: &str = "/registry/namespaces/default";
+
 /// The manifests directory of a data dir.
 pub fn dir_of(data_dir: &Path) -> PathBuf {
     data_dir.join("server").join("manifests")
@@ -76,8 +80,21 @@ pub async fn run(
     let Some(handle) = crate::server::serving_member(&mut serving, &mut stop).await else {
         return;
     };
+    let store = Store { handle };
+    // The default namespaces are created beside this task; objects bound for them would
+    // fail the first pass.
+    for _ in 0..NAMESPACE_WAITS {
+        if matches!(store.get(DEFAULT_NAMESPACE_KEY, true).await, Ok(Some(_))) {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
     let mut deployer = Deployer {
-        store: Store { handle },
+        store,
         dir,
         seen: BTreeMap::new(),
         present: None,
