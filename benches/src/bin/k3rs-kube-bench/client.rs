@@ -154,7 +154,7 @@ impl Connection {
     }
 
     /// [`Self::call`], failing unless the code is one of `accepted`.
-    pub async fn expect(
+    pub async fn checked(
         &mut self,
         method: Method,
         path: &str,

@@ -2,9 +2,10 @@
 //! client-certificate kubeconfig), over HTTPS/1.1 as client-go talks to it.
 //!
 //! - `list-full`: `GET /api/v1/namespaces/<ns>/configmaps` of `--objects` configmaps (256-byte
-//!   values), timed to the last byte of the answer, `--runs` times;
+//!   values), timed until the whole answer is read and parsed as JSON (as a client must),
+//!   `--runs` times;
 //! - `list-paged`: the same list in pages of `--limit` chained by `continue`, timed from the
-//!   first request to the last byte of the last page;
+//!   first request to the last page parsed;
 //! - `watch-sent` / `watch-acked`: one configmap patched `--watch-events` times at
 //!   `--watch-rate` per second while a `?watch=true` stream on it is read; the time from the
 //!   write being sent (resp. its answer arriving) to its MODIFIED event arriving, matched by
@@ -109,7 +110,7 @@ fn collection(args: &Args) -> String {
 async fn fill(args: &Args, target: &Target) -> Result<()> {
     let mut connection = Connection::open(target).await?;
     connection
-        .expect(
+        .checked(
             Method::POST,
             "/api/v1/namespaces",
             Some(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": args.namespace}})),
@@ -117,7 +118,7 @@ async fn fill(args: &Args, target: &Target) -> Result<()> {
         )
         .await?;
     let listed = connection
-        .expect(Method::GET, &collection(args), None, &[200])
+        .checked(Method::GET, &collection(args), None, &[200])
         .await?;
     let present = listed["items"].as_array().map_or(0, Vec::len);
     if present >= args.objects {
@@ -151,7 +152,7 @@ async fn fill(args: &Args, target: &Target) -> Result<()> {
                     "data": {"v": "x".repeat(VALUE_BYTES)},
                 });
                 connection
-                    .expect(Method::POST, &path, Some(&object), &[201, 409])
+                    .checked(Method::POST, &path, Some(&object), &[201, 409])
                     .await?;
             }
         }));
@@ -179,7 +180,7 @@ async fn lists(args: &Args, target: &Target, limit: Option<usize>) -> Result<Vec
                     path.push_str(&format!("&continue={token}"));
                 }
             }
-            let page = connection.expect(Method::GET, &path, None, &[200]).await?;
+            let page = connection.checked(Method::GET, &path, None, &[200]).await?;
             items += page["items"].as_array().map_or(0, Vec::len);
             token = page["metadata"]["continue"]
                 .as_str()
@@ -210,10 +211,10 @@ async fn watch(args: &Args, target: &Target) -> Result<(Vec<Duration>, Vec<Durat
     let name = "watched";
     let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"n": "0"}});
     writer
-        .expect(Method::POST, &collection(args), Some(&object), &[201, 409])
+        .checked(Method::POST, &collection(args), Some(&object), &[201, 409])
         .await?;
     let current = writer
-        .expect(
+        .checked(
             Method::GET,
             &format!("{}/{name}", collection(args)),
             None,
@@ -272,7 +273,7 @@ async fn watch(args: &Args, target: &Target) -> Result<(Vec<Duration>, Vec<Durat
         }
         let sent = Instant::now();
         let patched = writer
-            .expect(
+            .checked(
                 Method::PATCH,
                 &format!("{}/{name}", collection(args)),
                 Some(&json!({"data": {"n": n.to_string()}})),
