@@ -279,3 +279,75 @@ async fn manifests_are_applied_at_start_and_as_they_change() {
         )
         .await;
 }
+
+/// Two servers holding the same file: when one removes its copy (deleting the objects and
+/// the record), the other applies its copy again, so the objects exist while any server has
+/// the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_on_two_servers_stays_while_either_has_it() {
+    let shared =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shared-cm\ndata:\n  a: \"1\"\n";
+    let manifests = |server: &K3rsServer| server.data_dir().join("server").join("manifests");
+    let mut first = K3rsServer::new("127.0.0.1", "manifests-2", Ports::pick());
+    let mut second = K3rsServer::new("127.0.0.5", "manifests-3", Ports::pick());
+    for server in [&first, &second] {
+        std::fs::create_dir_all(manifests(server)).expect("creating the manifests dir");
+        std::fs::write(manifests(server).join("shared.yaml"), shared).expect("writing");
+    }
+    first.start(&["--cluster-init", "--etcd-disable-snapshots"]);
+    first.wait_healthy(READY).await;
+    let kubectl = Kubectl {
+        kubeconfig: first
+            .data_dir()
+            .join("server")
+            .join("cred")
+            .join("admin.kubeconfig"),
+        home: tempfile::Builder::new()
+            .prefix("k3rs-kubectl-")
+            .tempdir()
+            .expect("creating the kubectl home"),
+    };
+    let get = ["get", "cm", "shared-cm", "-o", "jsonpath={.data.a}"];
+    kubectl.wait_for(&first, &get, Some("1")).await;
+    let token_file = first.token_file().display().to_string();
+    second.start(&[
+        "--server",
+        &first.supervisor_url(),
+        "--token-file",
+        &token_file,
+    ]);
+    second.wait_healthy(READY).await;
+    let record_names = |server: &K3rsServer, wanted: &K3rsServer| {
+        let record = server.etcdctl(&[
+            "get",
+            "/registry/k3s.cattle.io/addons/kube-system/shared",
+            "--print-value-only",
+        ]);
+        text(&record.stdout).contains(&manifests(wanted).display().to_string())
+    };
+    // The second server applied its copy (a no-op) and recorded it as its own.
+    let deadline = Instant::now() + DEPLOY_WAIT;
+    while !record_names(&first, &second) {
+        assert!(
+            Instant::now() < deadline,
+            "the second server never recorded its copy: {}",
+            second.logs()
+        );
+        sleep(Duration::from_millis(500)).await;
+    }
+    std::fs::remove_file(manifests(&second).join("shared.yaml")).expect("removing");
+    let deadline = Instant::now() + DEPLOY_WAIT;
+    while !(second.logs().contains("manifest object deleted")
+        && first.logs().contains("applying it again")
+        && record_names(&first, &first))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first server did not apply its copy again:\n{}\n{}",
+            first.logs(),
+            second.logs()
+        );
+        sleep(Duration::from_millis(500)).await;
+    }
+    kubectl.wait_for(&first, &get, Some("1")).await;
+}

@@ -99,9 +99,9 @@ pub async fn read(store: &Store, name: &str) -> Result<Option<(i64, Addon)>, Api
     }
 }
 
-/// Every record.
-pub async fn list(store: &Store) -> Result<Vec<(i64, Addon)>, ApiError> {
-    let page = store.page(PREFIX, PREFIX, 0, 0, false).await?;
+/// Every record (this member's copy when `serializable`).
+pub async fn list(store: &Store, serializable: bool) -> Result<Vec<(i64, Addon)>, ApiError> {
+    let page = store.page(PREFIX, PREFIX, 0, 0, serializable).await?;
     page.kvs
         .iter()
         .map(|kv| Ok((kv.mod_revision, decode(&kv.key, &kv.value)?)))

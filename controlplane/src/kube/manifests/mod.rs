@@ -21,6 +21,9 @@
 //!   (only while they still carry that file's owner annotation), and so are all the objects
 //!   of a file removed from the directory (one this server applied, or whose record names a
 //!   path of this directory), then its record; a file disabled by `F.skip` is left alone;
+//! - a file whose record disappears (another server removed its copy of the file) is applied
+//!   again by every server that still has it, so a file's objects exist while any server
+//!   holds the file;
 //! - every created, updated and deleted object is logged at info, every error at warn.
 
 pub mod addon;
@@ -50,11 +53,21 @@ pub fn dir_of(data_dir: &Path) -> PathBuf {
     data_dir.join("server").join("manifests")
 }
 
+/// What a pass did with a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deployed {
+    /// It does not parse: nothing to retry until it changes.
+    Malformed,
+    /// Some object was not applied or not deleted: retried on the next pass.
+    Partly,
+    /// Every object applied and recorded.
+    Fully,
+}
+
 /// What this server last did with a file.
 struct Seen {
     checksum: String,
-    /// Every object applied (or the file failed to parse): nothing to retry.
-    done: bool,
+    deployed: Deployed,
 }
 
 /// The state of one server's deployer.
@@ -118,18 +131,38 @@ impl Deployer {
                 return;
             }
         };
+        let recorded = self.recorded_addons(&scan).await;
         for file in &scan.files {
             let retry = match self.seen.get(&file.name) {
-                Some(seen) if seen.checksum == file.checksum && seen.done => continue,
+                Some(seen)
+                    if seen.checksum == file.checksum && seen.deployed == Deployed::Malformed =>
+                {
+                    continue
+                }
+                Some(seen)
+                    if seen.checksum == file.checksum && seen.deployed == Deployed::Fully =>
+                {
+                    if recorded
+                        .as_ref()
+                        .is_none_or(|names| names.contains(file.addon_name()))
+                    {
+                        continue;
+                    }
+                    tracing::info!(
+                        file = %file.path.display(),
+                        "the manifest's record is gone (another server removed its copy): applying it again"
+                    );
+                    false
+                }
                 Some(seen) => seen.checksum == file.checksum,
                 None => false,
             };
-            let done = self.deploy(file, retry).await;
+            let deployed = self.deploy(file, retry).await;
             self.seen.insert(
                 file.name.clone(),
                 Seen {
                     checksum: file.checksum.clone(),
-                    done,
+                    deployed,
                 },
             );
         }
@@ -149,15 +182,40 @@ impl Deployer {
         }
     }
 
-    /// Applies one file; whether nothing is left to retry. `retry`: the same content failed
-    /// before, so its errors are logged at debug only.
-    async fn deploy(&self, file: &ManifestFile, retry: bool) -> bool {
+    /// The addon names recorded in the store (this member's copy), when some file this server
+    /// applied could have lost its record; `None` when there is none or the read failed.
+    async fn recorded_addons(&self, scan: &Scan) -> Option<BTreeSet<String>> {
+        let applied = scan.files.iter().any(|file| {
+            self.seen.get(&file.name).is_some_and(|seen| {
+                seen.deployed == Deployed::Fully && seen.checksum == file.checksum
+            })
+        });
+        if !applied {
+            return None;
+        }
+        match addon::list(&self.store, true).await {
+            Ok(records) => Some(
+                records
+                    .into_iter()
+                    .map(|(_, record)| record.metadata.name)
+                    .collect(),
+            ),
+            Err(error) => {
+                tracing::debug!("listing the manifests' records: {error}");
+                None
+            }
+        }
+    }
+
+    /// Applies one file. `retry`: the same content failed before, so its errors are logged
+    /// at debug only.
+    async fn deploy(&self, file: &ManifestFile, retry: bool) -> Deployed {
         let path = file.path.display().to_string();
         let documents = match files::parse(&file.name, &file.content) {
             Ok(documents) => documents,
             Err(error) => {
                 tracing::warn!(file = %path, "manifest not applied: {path}: {error}");
-                return true;
+                return Deployed::Malformed;
             }
         };
         let addon = file.addon_name();
@@ -204,7 +262,7 @@ impl Deployer {
             Ok(previous) => previous,
             Err(error) => {
                 tracing::warn!(file = %path, "reading the manifest's record: {error}");
-                return false;
+                return Deployed::Partly;
             }
         };
         if let Some((_, previous)) = previous.filter(|(_, record)| record.spec.source == path) {
@@ -221,9 +279,13 @@ impl Deployer {
         let record = addon::Addon::new(addon, path.clone(), file.checksum.clone(), named);
         if let Err(error) = addon::write(&self.store, record).await {
             tracing::warn!(file = %path, "writing the manifest's record: {error}");
-            return false;
+            return Deployed::Partly;
         }
-        done
+        if done {
+            Deployed::Fully
+        } else {
+            Deployed::Partly
+        }
     }
 
     /// Deletes each object still owned by `addon`; whether all went through.
@@ -247,7 +309,7 @@ impl Deployer {
     /// Deletes the objects and records of this directory's files that are gone; whether all
     /// went through.
     async fn remove_gone(&self, scan: &Scan) -> bool {
-        let records = match addon::list(&self.store).await {
+        let records = match addon::list(&self.store, false).await {
             Ok(records) => records,
             Err(error) => {
                 tracing::warn!("listing the manifests' records: {error}");
