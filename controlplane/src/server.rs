@@ -101,7 +101,11 @@ pub async fn run(args: ServerArgs) -> Result<()> {
                 ip: args.node_ip.unwrap_or_else(default_node_ip),
             },
         ));
-        (Some(kube), vec![defaults, heartbeat])
+        let snapshot_files = tokio::spawn(crate::kube::snapshot_files::run(
+            serving_rx.clone(),
+            stop_rx.clone(),
+        ));
+        (Some(kube), vec![defaults, heartbeat, snapshot_files])
     };
     let supervisor_tasks = supervisor::serve(
         supervisor,

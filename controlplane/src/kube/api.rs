@@ -19,6 +19,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
+use super::crd;
 use super::object;
 use super::patch;
 use super::resources::{self, Resource, RESOURCES};
@@ -92,7 +93,8 @@ pub async fn handle(store: &Store, call: &Call<'_>) -> Result<Answer, ApiError> 
     use hyper::Method;
     let resource = call.target.resource;
     if let Some(sub) = call.target.subresource.as_deref() {
-        if sub != "status" {
+        let without_status = crd::custom(resource).is_some_and(|custom| !custom.status);
+        if sub != "status" || without_status {
             return Err(ApiError::not_found_path());
         }
     }
@@ -365,7 +367,7 @@ async fn create(store: &Store, call: &Call<'_>) -> Result<Answer, ApiError> {
     check_namespace(store, call).await?;
     let object =
         object::prepare_create(resource, call.namespace(), body, OffsetDateTime::now_utc())?;
-    insert(store, call, object).await
+    insert(store, call, finish(call, object, None)?).await
 }
 
 /// Stores a prepared new object: `201` with it, or `409 AlreadyExists`.
@@ -415,9 +417,25 @@ fn updated(call: &Call<'_>, name: &str, current: &Value, given: Value) -> Result
     if call.target.subresource.is_some() {
         let mut new = current.clone();
         new["status"] = given.get("status").cloned().unwrap_or(Value::Null);
-        return object::prepare_update(resource, call.namespace(), name, current, new);
+        let new = object::prepare_update(resource, call.namespace(), name, current, new)?;
+        return finish(call, new, Some(current));
     }
-    object::prepare_update(resource, call.namespace(), name, current, given)
+    let new = object::prepare_update(resource, call.namespace(), name, current, given)?;
+    finish(call, new, Some(current))
+}
+
+/// What CRDs and custom resources add to a prepared object: a CRD checked and given its
+/// status; a custom resource's status left to its `status` subresource when it has one.
+fn finish(call: &Call<'_>, mut object: Value, current: Option<&Value>) -> Result<Value, ApiError> {
+    let resource = call.target.resource;
+    if crd::is_definitions(resource) {
+        let builtin: Vec<&str> = resources::groups().iter().map(|(g, _)| *g).collect();
+        crd::prepare_definition(&mut object, current, &builtin, OffsetDateTime::now_utc())?;
+    } else if let Some(custom) = crd::custom(resource) {
+        let to_status = call.target.subresource.is_some();
+        crd::prepare_custom(custom, &mut object, current, to_status);
+    }
+    Ok(object)
 }
 
 async fn update(store: &Store, call: &Call<'_>, name: &str) -> Result<Answer, ApiError> {
@@ -495,7 +513,7 @@ async fn patch(store: &Store, call: &Call<'_>, name: &str) -> Result<Answer, Api
                 object,
                 OffsetDateTime::now_utc(),
             )?;
-            match insert(store, call, object).await {
+            match insert(store, call, finish(call, object, None)?).await {
                 Err(error) if error.reason == "AlreadyExists" => continue,
                 other => return other,
             }
@@ -561,6 +579,9 @@ async fn delete(store: &Store, call: &Call<'_>, name: &str) -> Result<Answer, Ap
                 if resource.kind == "Namespace" {
                     delete_namespace_contents(store, name).await?;
                 }
+                if crd::is_definitions(resource) {
+                    crd::delete_objects(store, &object).await?;
+                }
                 return Ok(Answer::Json(200, object));
             }
             Written::Refused(None) => return Err(ApiError::not_found(resource, name)),
@@ -576,7 +597,7 @@ async fn delete_namespace_contents(store: &Store, namespace: &str) -> Result<(),
         let prefix = resource.collection_prefix(Some(namespace));
         store.delete_prefix(&prefix).await?;
     }
-    Ok(())
+    crd::delete_namespace_objects(store, namespace).await
 }
 
 async fn delete_collection(store: &Store, call: &Call<'_>) -> Result<Answer, ApiError> {
@@ -597,6 +618,9 @@ async fn delete_collection(store: &Store, call: &Call<'_>) -> Result<Answer, Api
         }
         let key = resource.key(namespace.as_deref(), &name);
         if let Written::At(_) = store.delete_if(&key, revision).await? {
+            if crd::is_definitions(resource) {
+                crd::delete_objects(store, &item).await?;
+            }
             deleted.push(item);
         }
     }

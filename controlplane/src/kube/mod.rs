@@ -16,7 +16,10 @@
 //! | [`discovery`] | discovery documents and OpenAPI |
 //! | [`table`] | `Table` answers for `kubectl get` |
 //! | [`status`] | `Status` errors |
-//! | [`resources`] | the table of served resources |
+//! | [`resources`] | the table of built-in resources |
+//! | [`crd`] | CustomResourceDefinitions: checks, status, the custom resources they serve |
+//! | [`schemas`] | OpenAPI v3 schemas for `kubectl explain` |
+//! | [`snapshot_files`] | ETCDSnapshotFile objects kept in step with the snapshot records |
 //! | [`kubeconfig`] | the admin kubeconfig |
 //! | [`node`] | this server as a Node, its Lease heartbeat, lapsed nodes NotReady |
 //!
@@ -26,6 +29,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod crd;
 pub mod discovery;
 pub mod kubeconfig;
 pub mod node;
@@ -34,7 +38,9 @@ pub mod patch;
 pub mod protobuf;
 pub mod resources;
 pub mod router;
+pub mod schemas;
 pub mod selector;
+pub mod snapshot_files;
 pub mod status;
 pub mod storage;
 pub mod table;
@@ -88,6 +94,7 @@ fn error_response(error: &ApiError) -> Response<Body> {
 pub struct KubeApi {
     member: signal::Receiver<Option<NodeHandle>>,
     authenticator: Authenticator,
+    definitions: crd::Registry,
 }
 
 impl KubeApi {
@@ -95,6 +102,7 @@ impl KubeApi {
         Self {
             member,
             authenticator,
+            definitions: crd::Registry::default(),
         }
     }
 
@@ -131,7 +139,18 @@ impl KubeApi {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let route = router::route(request.uri().path()).ok_or_else(ApiError::not_found_path)?;
+        let path = request.uri().path().to_string();
+        let custom = if may_name_custom(&path) {
+            self.custom_resources().await
+        } else {
+            Ok(crd::Served::default())
+        };
+        let served = custom.as_ref().cloned().unwrap_or_default();
+        let extra = served.resources();
+        let route = match router::route_in(&path, &extra) {
+            Some(route) => route,
+            None => return Err(custom.err().unwrap_or_else(ApiError::not_found_path)),
+        };
         let is_get = request.method() == hyper::Method::GET;
         let document = match &route {
             Route::Resource(_) => None,
@@ -153,9 +172,11 @@ impl KubeApi {
                     .unwrap_or("127.0.0.1:6443");
                 Some(discovery::core_versions(host))
             }
-            Route::GroupList => Some(discovery::group_list()),
-            Route::Group(group) => discovery::group(group),
-            Route::ResourceList { group, version } => discovery::resource_list(group, version),
+            Route::GroupList => Some(discovery::group_list(&extra)),
+            Route::Group(group) => discovery::group(group, &extra),
+            Route::ResourceList { group, version } => {
+                discovery::resource_list(group, version, &extra)
+            }
             Route::OpenApiV2 => {
                 // An empty protobuf `openapi_v2.Document`: no schemas.
                 let mut response = Response::new(full(Bytes::new()));
@@ -167,8 +188,8 @@ impl KubeApi {
                 );
                 return Ok(response);
             }
-            Route::OpenApiV3Root => Some(discovery::openapi_v3_root()),
-            Route::OpenApiV3(name) => discovery::openapi_v3_document(name),
+            Route::OpenApiV3Root => Some(discovery::openapi_v3_root(&extra)),
+            Route::OpenApiV3(name) => discovery::openapi_v3_document(name, &served),
         };
         if !matches!(route, Route::Resource(_)) {
             let document = document.ok_or_else(ApiError::not_found_path)?;
@@ -224,6 +245,32 @@ impl KubeApi {
                 Ok(response)
             }
         }
+    }
+}
+
+/// Whether `path` may name something only a CRD serves (anything under `/apis` outside the
+/// built-in groups, the group list, OpenAPI v3): only those requests read the CRDs.
+fn may_name_custom(path: &str) -> bool {
+    if path.starts_with("/openapi/v3") {
+        return true;
+    }
+    let Some(rest) = path.strip_prefix("/apis") else {
+        return false;
+    };
+    match rest.trim_matches('/').split('/').next() {
+        None | Some("") => true,
+        Some(group) => !resources::groups().iter().any(|(g, _)| *g == group),
+    }
+}
+
+impl KubeApi {
+    /// The custom resources the store's CRDs serve now (none until the member serves).
+    async fn custom_resources(&self) -> Result<crd::Served, ApiError> {
+        let Some(handle) = self.member.borrow().clone() else {
+            return Ok(crd::Served::default());
+        };
+        let definitions = self.definitions.load(&storage::Store { handle }).await?;
+        Ok(crd::Served { definitions })
     }
 }
 

@@ -50,6 +50,29 @@ pub fn table(
         "name": "Name", "type": "string", "format": "name", "priority": 0,
         "description": "Name must be unique within a namespace."
     })];
+    if let Some(custom) = super::crd::custom(resource) {
+        columns.extend(super::crd::column_definitions(custom));
+        let rows: Vec<Value> = objects
+            .iter()
+            .map(|object| {
+                let mut cells = vec![json!(super::object::name(object))];
+                cells.extend(
+                    custom
+                        .columns
+                        .iter()
+                        .map(|column| super::crd::cell(column, object, now)),
+                );
+                row_with(cells, object, include)
+            })
+            .collect();
+        return json!({
+            "kind": "Table",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": list_metadata,
+            "columnDefinitions": columns,
+            "rows": rows,
+        });
+    }
     let column = |column: &Column| {
         json!({
             "name": column.name, "type": column.kind, "format": "", "priority": 0,
@@ -81,6 +104,11 @@ fn row(resource: &Resource, object: &Value, include: IncludeObject, now: OffsetD
     cells.extend(resource.columns.iter().filter(|c| !c.after_age).map(cell));
     cells.push(json!(age(object, now)));
     cells.extend(resource.columns.iter().filter(|c| c.after_age).map(cell));
+    row_with(cells, object, include)
+}
+
+/// A row of `cells` carrying what `include` asks of `object`.
+fn row_with(cells: Vec<Value>, object: &Value, include: IncludeObject) -> Value {
     let mut row = json!({ "cells": cells });
     match include {
         IncludeObject::None => {}

@@ -1,0 +1,98 @@
+use super::*;
+
+fn crontab() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": { "name": "crontabs.stable.example.com" },
+        "spec": {
+            "group": "stable.example.com",
+            "scope": "Namespaced",
+            "names": { "plural": "crontabs", "kind": "CronTab", "shortNames": ["ct"] },
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": { "openAPIV3Schema": { "type": "object", "properties": {
+                    "spec": { "type": "object", "properties": { "cronSpec": { "type": "string" } } }
+                } } },
+                "subresources": { "status": {} },
+                "additionalPrinterColumns": [{ "name": "Spec", "type": "string", "jsonPath": ".spec.cronSpec" }]
+            }]
+        }
+    })
+}
+
+fn now() -> OffsetDateTime {
+    crate::kube::table::parse_rfc3339("2026-11-28T18:00:00Z").expect("parses")
+}
+
+#[test]
+fn a_good_crd_gets_defaults_and_the_established_status() {
+    let mut crd = crontab();
+    prepare_definition(&mut crd, None, &[], now()).expect("valid");
+    assert_eq!(crd["spec"]["names"]["singular"], "crontab");
+    assert_eq!(crd["spec"]["names"]["listKind"], "CronTabList");
+    assert_eq!(crd["status"]["acceptedNames"]["kind"], "CronTab");
+    let conditions = crd["status"]["conditions"].as_array().expect("conditions");
+    for kind in ["NamesAccepted", "Established"] {
+        assert!(conditions
+            .iter()
+            .any(|c| c["type"] == kind && c["status"] == "True"));
+    }
+    assert_eq!(crd["status"]["storedVersions"], json!(["v1"]));
+    let definition = Definition::parse(&crd).expect("parses");
+    let custom = definition.versions[0].custom;
+    assert_eq!(custom.resource.storage, "/registry/stable.example.com/crontabs");
+    assert!(custom.status && custom.resource.namespaced);
+    assert!(std::ptr::eq(
+        custom,
+        Definition::parse(&crd).expect("parses").versions[0].custom
+    ));
+    assert!(crate::kube::crd::custom(&custom.resource).is_some());
+}
+
+#[test]
+fn a_bad_crd_is_invalid_with_every_cause() {
+    let mut crd = crontab();
+    crd["metadata"]["name"] = json!("wrong");
+    crd["spec"]["scope"] = json!("Galactic");
+    crd["spec"]["versions"][0]["schema"] = json!(null);
+    let error = prepare_definition(&mut crd, None, &[], now()).expect_err("invalid");
+    assert_eq!((error.code, error.reason), (422, "Invalid"));
+    assert!(
+        error.message.starts_with(
+            "CustomResourceDefinition.apiextensions.k8s.io \"wrong\" is invalid: [metadata.name: Invalid value: \"wrong\": must be spec.names.plural+\".\"+spec.group"
+        ),
+        "{}",
+        error.message
+    );
+    assert!(error.message.contains("spec.scope: Unsupported value: \"Galactic\""));
+    assert!(error
+        .message
+        .contains("spec.versions[0].schema.openAPIV3Schema: Required value: schemas are required"));
+    let mut protected = crontab();
+    protected["spec"]["group"] = json!("stable.k8s.io");
+    protected["metadata"]["name"] = json!("crontabs.stable.k8s.io");
+    let error = prepare_definition(&mut protected, None, &[], now()).expect_err("protected");
+    assert!(error.message.contains("api-approved.kubernetes.io"), "{}", error.message);
+}
+
+#[test]
+fn printer_cells_follow_their_json_path_and_type() {
+    let object = json!({
+        "metadata": { "creationTimestamp": "2026-11-28T17:59:00Z" },
+        "spec": { "cronSpec": "* * * * */5", "replicas": 3, "items": [{ "name": "a" }] }
+    });
+    let column = |kind: &str, path: &str| PrinterColumn {
+        name: "X".into(),
+        kind: kind.into(),
+        format: String::new(),
+        description: String::new(),
+        priority: 0,
+        json_path: path.into(),
+    };
+    assert_eq!(cell(&column("string", ".spec.cronSpec"), &object, now()), json!("* * * * */5"));
+    assert_eq!(cell(&column("integer", ".spec.replicas"), &object, now()), json!(3));
+    assert_eq!(cell(&column("string", ".spec.items[0].name"), &object, now()), json!("a"));
+    assert_eq!(cell(&column("date", ".metadata.creationTimestamp"), &object, now()), json!("60s"));
+    assert_eq!(cell(&column("string", ".spec.missing"), &object, now()), Value::Null);
+}
