@@ -109,7 +109,16 @@ fn intern(
 ) -> &'static Custom {
     let columns_key: Vec<Value> = columns
         .iter()
-        .map(|c| json!([c.name, c.kind, c.format, c.description, c.priority, c.json_path]))
+        .map(|c| {
+            json!([
+                c.name,
+                c.kind,
+                c.format,
+                c.description,
+                c.priority,
+                c.json_path
+            ])
+        })
         .collect();
     let key = json!([
         group,
@@ -303,8 +312,8 @@ impl Registry {
         let mut cache = lock(&self.cache);
         let mut fresh = BTreeMap::new();
         for kv in page.kvs {
-            let name = String::from_utf8_lossy(&kv.key[PREFIX.len().min(kv.key.len())..])
-                .into_owned();
+            let name =
+                String::from_utf8_lossy(&kv.key[PREFIX.len().min(kv.key.len())..]).into_owned();
             let cached = cache
                 .remove(&name)
                 .filter(|(revision, _)| *revision == kv.mod_revision);
@@ -381,7 +390,12 @@ pub async fn delete_namespace_objects(store: &Store, namespace: &str) -> Result<
 
 /// What a write of a custom resource stores: with a `status` subresource, status is not
 /// written through the object itself (dropped at create, kept from `current` at update).
-pub fn prepare_custom(custom: &Custom, object: &mut Value, current: Option<&Value>, to_status: bool) {
+pub fn prepare_custom(
+    custom: &Custom,
+    object: &mut Value,
+    current: Option<&Value>,
+    to_status: bool,
+) {
     if !custom.status || to_status {
         return;
     }
@@ -620,7 +634,10 @@ fn validate(crd: &Value, current: Option<&Value>, builtin_groups: &[&str]) -> Ve
         .map(Vec::as_slice)
         .unwrap_or_default();
     if versions.is_empty() {
-        causes.push(Cause::required("spec.versions", "must have exactly one version marked as storage version"));
+        causes.push(Cause::required(
+            "spec.versions",
+            "must have exactly one version marked as storage version",
+        ));
     } else {
         let storage = versions
             .iter()

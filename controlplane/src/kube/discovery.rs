@@ -10,6 +10,7 @@
 //! nothing that is not served does.
 
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use super::resources::{self, Resource};
 
@@ -75,7 +76,9 @@ fn group_entry(group: &str, versions: &[&str]) -> Value {
 /// names alphabetically.
 fn version_rank(version: &str) -> (u8, std::cmp::Reverse<u64>, std::cmp::Reverse<u64>, String) {
     let parsed = version.strip_prefix('v').and_then(|rest| {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let major = rest[..digits].parse::<u64>().ok()?;
         let tail = &rest[digits..];
         let (level, minor) = if tail.is_empty() {
@@ -151,9 +154,7 @@ pub fn group_list(extra: &[&'static Resource]) -> Value {
 
 /// `/apis/<group>`, if the group is served.
 pub fn group(group: &str, extra: &[&'static Resource]) -> Option<Value> {
-    let (name, versions) = groups(extra)
-        .into_iter()
-        .find(|(name, _)| *name == group)?;
+    let (name, versions) = groups(extra).into_iter().find(|(name, _)| *name == group)?;
     let mut entry = group_entry(name, &versions);
     entry["kind"] = json!("APIGroup");
     entry["apiVersion"] = json!("v1");
@@ -211,17 +212,21 @@ fn openapi_v3_name(group: &str, version: &str) -> String {
 }
 
 /// `/openapi/v3`: where each group version's document is.
-pub fn openapi_v3_root(extra: &[&'static Resource]) -> Value {
+pub fn openapi_v3_root(custom: &super::crd::Served) -> Value {
     let mut paths = serde_json::Map::new();
     let mut versions = vec![("", "v1")];
-    for (group, group_versions) in groups(extra) {
+    for (group, group_versions) in groups(&custom.resources()) {
         versions.extend(group_versions.into_iter().map(|version| (group, version)));
     }
     for (group, version) in versions {
         let name = openapi_v3_name(group, version);
+        // kubectl caches each document by this URL: the hash changes with the document.
+        let document = openapi_v3_document(&name, custom).unwrap_or_default();
+        let digest = Sha256::digest(document.to_string().as_bytes());
+        let hash: String = digest.iter().take(8).map(|b| format!("{b:02X}")).collect();
         paths.insert(
             name.clone(),
-            json!({ "serverRelativeURL": format!("/openapi/v3/{name}?hash=k3rs{}", env!("CARGO_PKG_VERSION")) }),
+            json!({ "serverRelativeURL": format!("/openapi/v3/{name}?hash={hash}") }),
         );
     }
     json!({ "paths": paths })

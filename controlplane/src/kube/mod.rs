@@ -188,7 +188,7 @@ impl KubeApi {
                 );
                 return Ok(response);
             }
-            Route::OpenApiV3Root => Some(discovery::openapi_v3_root(&extra)),
+            Route::OpenApiV3Root => Some(discovery::openapi_v3_root(&served)),
             Route::OpenApiV3(name) => discovery::openapi_v3_document(name, &served),
         };
         if !matches!(route, Route::Resource(_)) {

@@ -48,7 +48,8 @@ const NODE_LABEL: &str = "etcd.k3s.cattle.io/snapshot-storage-node";
 
 /// The CRD, as k3s defines it.
 pub fn definition() -> Value {
-    let column = |name: &str, path: &str| json!({ "name": name, "type": "string", "jsonPath": path });
+    let column =
+        |name: &str, path: &str| json!({ "name": name, "type": "string", "jsonPath": path });
     json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -316,7 +317,10 @@ pub async fn reconcile(store: &Store, now: OffsetDateTime) -> Result<(), ApiErro
     }
     for (name, (revision, object)) in objects {
         let Some(record_key) = object
-            .pointer(&format!("/metadata/annotations/{}", RECORD_ANNOTATION.replace('/', "~1")))
+            .pointer(&format!(
+                "/metadata/annotations/{}",
+                RECORD_ANNOTATION.replace('/', "~1")
+            ))
             .and_then(Value::as_str)
         else {
             continue;
@@ -377,7 +381,10 @@ mod tests {
     fn objects_are_named_and_filled_as_k3s_does() {
         let local = record("file:///var/lib/k3rs/server/db/snapshots/on-demand-Node1-1700000000");
         let name = object_name(&local);
-        assert!(name.starts_with("local-on-demand-node1-1700000000-"), "{name}");
+        assert!(
+            name.starts_with("local-on-demand-node1-1700000000-"),
+            "{name}"
+        );
         assert_eq!(name.len(), "local-on-demand-node1-1700000000-".len() + 6);
         let object = object_for(&local, "/k3rs/etcd-snapshots/x");
         assert_eq!(object["spec"]["nodeName"], "node1");

@@ -41,7 +41,10 @@ fn a_good_crd_gets_defaults_and_the_established_status() {
     assert_eq!(crd["status"]["storedVersions"], json!(["v1"]));
     let definition = Definition::parse(&crd).expect("parses");
     let custom = definition.versions[0].custom;
-    assert_eq!(custom.resource.storage, "/registry/stable.example.com/crontabs");
+    assert_eq!(
+        custom.resource.storage,
+        "/registry/stable.example.com/crontabs"
+    );
     assert!(custom.status && custom.resource.namespaced);
     assert!(std::ptr::eq(
         custom,
@@ -65,7 +68,9 @@ fn a_bad_crd_is_invalid_with_every_cause() {
         "{}",
         error.message
     );
-    assert!(error.message.contains("spec.scope: Unsupported value: \"Galactic\""));
+    assert!(error
+        .message
+        .contains("spec.scope: Unsupported value: \"Galactic\""));
     assert!(error
         .message
         .contains("spec.versions[0].schema.openAPIV3Schema: Required value: schemas are required"));
@@ -73,7 +78,11 @@ fn a_bad_crd_is_invalid_with_every_cause() {
     protected["spec"]["group"] = json!("stable.k8s.io");
     protected["metadata"]["name"] = json!("crontabs.stable.k8s.io");
     let error = prepare_definition(&mut protected, None, &[], now()).expect_err("protected");
-    assert!(error.message.contains("api-approved.kubernetes.io"), "{}", error.message);
+    assert!(
+        error.message.contains("api-approved.kubernetes.io"),
+        "{}",
+        error.message
+    );
 }
 
 #[test]
@@ -90,9 +99,28 @@ fn printer_cells_follow_their_json_path_and_type() {
         priority: 0,
         json_path: path.into(),
     };
-    assert_eq!(cell(&column("string", ".spec.cronSpec"), &object, now()), json!("* * * * */5"));
-    assert_eq!(cell(&column("integer", ".spec.replicas"), &object, now()), json!(3));
-    assert_eq!(cell(&column("string", ".spec.items[0].name"), &object, now()), json!("a"));
-    assert_eq!(cell(&column("date", ".metadata.creationTimestamp"), &object, now()), json!("60s"));
-    assert_eq!(cell(&column("string", ".spec.missing"), &object, now()), Value::Null);
+    assert_eq!(
+        cell(&column("string", ".spec.cronSpec"), &object, now()),
+        json!("* * * * */5")
+    );
+    assert_eq!(
+        cell(&column("integer", ".spec.replicas"), &object, now()),
+        json!(3)
+    );
+    assert_eq!(
+        cell(&column("string", ".spec.items[0].name"), &object, now()),
+        json!("a")
+    );
+    assert_eq!(
+        cell(
+            &column("date", ".metadata.creationTimestamp"),
+            &object,
+            now()
+        ),
+        json!("60s")
+    );
+    assert_eq!(
+        cell(&column("string", ".spec.missing"), &object, now()),
+        Value::Null
+    );
 }
