@@ -416,6 +416,27 @@ async fn kubectl_uses_a_crd_s_resources_like_built_in_ones() {
         error.contains("The CronTab \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"),
         "{error}"
     );
+    // The schema: unknown fields refused under kubectl's strict validation, pruned without
+    // it; a value of the wrong type refused.
+    let unknown =
+        crontab("pruned", "image-a", 1).replace("  replicas: 1\n", "  replicas: 1\n  unknown: 1\n");
+    let error = kubectl.err_input(&["apply", "-f", "-"], Some(&unknown));
+    assert!(
+        error.contains("strict decoding error: unknown field \"spec.unknown\""),
+        "{error}"
+    );
+    kubectl.ok_input(&["apply", "--validate=false", "-f", "-"], Some(&unknown));
+    let spec = kubectl.ok(&["get", "ct", "pruned", "-o", "jsonpath={.spec}"]);
+    assert!(
+        !spec.contains("unknown") && spec.contains("image-a"),
+        "{spec}"
+    );
+    let wrong = crontab("wrong", "image-a", 1).replace("replicas: 1", "replicas: three");
+    let error = kubectl.err_input(&["apply", "-f", "-"], Some(&wrong));
+    assert!(
+        error.contains("spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer: \"string\""),
+        "{error}"
+    );
     let error = kubectl.err_input(&["get", "ct", "nothing"], None);
     assert!(
         error.contains("crontabs.stable.example.com \"nothing\" not found"),

@@ -433,7 +433,8 @@ fn finish(call: &Call<'_>, mut object: Value, current: Option<&Value>) -> Result
         crd::prepare_definition(&mut object, current, &builtin, OffsetDateTime::now_utc())?;
     } else if let Some(custom) = crd::custom(resource) {
         let to_status = call.target.subresource.is_some();
-        crd::prepare_custom(custom, &mut object, current, to_status);
+        let strict = call.param("fieldValidation") == Some("Strict");
+        crd::prepare_custom(custom, &mut object, current, to_status, strict)?;
     }
     Ok(object)
 }

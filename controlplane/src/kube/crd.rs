@@ -14,9 +14,9 @@
 //!   acknowledged, and none after the CRD's delete (which deletes its objects);
 //! - each served version is one [`Custom`] (a [`Resource`] stored at kube-apiserver's
 //!   `/registry/<group>/<plural>/[<ns>/]<name>`, its printer columns, categories and whether
-//!   it has a `status` subresource), built once per distinct definition and kept for the life
-//!   of the process, so requests can hold it as `&'static` like the built-ins; CRDs change
-//!   rarely, so what is kept stays small.
+//!   it has a `status` subresource, its schema), built once per distinct definition and kept
+//!   for the life of the process, so requests can hold it as `&'static` like the built-ins;
+//!   CRDs change rarely, so what is kept stays small.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -58,6 +58,9 @@ pub struct Custom {
     pub categories: Vec<String>,
     /// Whether `status` is a subresource (then writes of the object leave status alone).
     pub status: bool,
+    /// The version's `openAPIV3Schema` (`{}` when absent): what writes are pruned, defaulted
+    /// and checked by.
+    pub schema: Value,
 }
 
 /// A stored CRD, parsed.
@@ -73,8 +76,6 @@ pub struct Definition {
 #[derive(Debug)]
 pub struct Version {
     pub served: bool,
-    /// `openAPIV3Schema` (`{}` when absent).
-    pub schema: Value,
     pub custom: &'static Custom,
 }
 
@@ -106,6 +107,7 @@ fn intern(
     namespaced: bool,
     columns: Vec<PrinterColumn>,
     status: bool,
+    schema: &Value,
 ) -> &'static Custom {
     let columns_key: Vec<Value> = columns
         .iter()
@@ -130,7 +132,8 @@ fn intern(
         names.short_names,
         names.categories,
         columns_key,
-        status
+        status,
+        schema
     ])
     .to_string();
     let mut interned = lock(&INTERNED);
@@ -156,6 +159,7 @@ fn intern(
         columns,
         categories: names.categories.clone(),
         status,
+        schema: schema.clone(),
     }));
     interned.push((key, custom));
     custom
@@ -272,12 +276,12 @@ impl Definition {
             .map(|version| {
                 let name = text(version, "/name").to_string();
                 let status = version.pointer("/subresources/status").is_some();
+                let schema = version
+                    .pointer("/schema/openAPIV3Schema")
+                    .cloned()
+                    .unwrap_or(json!({}));
                 Version {
                     served: version.get("served") == Some(&json!(true)),
-                    schema: version
-                        .pointer("/schema/openAPIV3Schema")
-                        .cloned()
-                        .unwrap_or(json!({})),
                     custom: intern(
                         &group,
                         &name,
@@ -285,6 +289,7 @@ impl Definition {
                         namespaced,
                         columns_of(version),
                         status,
+                        &schema,
                     ),
                 }
             })
@@ -389,27 +394,50 @@ pub async fn delete_namespace_objects(store: &Store, namespace: &str) -> Result<
 }
 
 /// What a write of a custom resource stores: with a `status` subresource, status is not
-/// written through the object itself (dropped at create, kept from `current` at update).
+/// written through the object itself (dropped at create, kept from `current` at update); then
+/// pruned, defaulted and checked by the version's schema (`422 Invalid` with every cause).
+/// With `strict` (`fieldValidation=Strict`, kubectl's default) a pruned field is `400
+/// BadRequest` instead, as kube-apiserver's strict decoding error.
 pub fn prepare_custom(
     custom: &Custom,
     object: &mut Value,
     current: Option<&Value>,
     to_status: bool,
-) {
-    if !custom.status || to_status {
-        return;
-    }
-    let Some(map) = object.as_object_mut() else {
-        return;
-    };
-    match current.and_then(|current| current.get("status")) {
-        Some(status) => {
-            map.insert("status".into(), status.clone());
-        }
-        None => {
-            map.remove("status");
+    strict: bool,
+) -> Result<(), ApiError> {
+    if custom.status && !to_status {
+        if let Some(map) = object.as_object_mut() {
+            match current.and_then(|current| current.get("status")) {
+                Some(status) => map.insert("status".into(), status.clone()),
+                None => map.remove("status"),
+            };
         }
     }
+    let outcome = super::crd_schema::apply(&custom.schema, object);
+    let resource = &custom.resource;
+    if strict && !outcome.pruned.is_empty() {
+        let fields: Vec<String> = outcome
+            .pruned
+            .iter()
+            .map(|path| format!("unknown field {path:?}"))
+            .collect();
+        return Err(ApiError::bad_request(format!(
+            "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding \
+             error: {}",
+            fields.join(", "),
+            kind = resource.kind,
+            version = resource.version,
+        )));
+    }
+    if outcome.causes.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(
+        resource.kind,
+        resource.group,
+        object::name(object),
+        &outcome.causes,
+    ))
 }
 
 /// One refusal cause of a `422 Invalid`.

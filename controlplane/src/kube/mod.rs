@@ -18,6 +18,7 @@
 //! | [`status`] | `Status` errors |
 //! | [`resources`] | the table of built-in resources |
 //! | [`crd`] | CustomResourceDefinitions: checks, status, the custom resources they serve |
+//! | [`crd_schema`] | custom resources pruned, defaulted and checked by their schema |
 //! | [`schemas`] | OpenAPI v3 schemas for `kubectl explain` |
 //! | [`snapshot_files`] | ETCDSnapshotFile objects kept in step with the snapshot records |
 //! | [`kubeconfig`] | the admin kubeconfig |
@@ -30,6 +31,7 @@
 pub mod api;
 pub mod auth;
 pub mod crd;
+pub mod crd_schema;
 pub mod discovery;
 pub mod kubeconfig;
 pub mod node;

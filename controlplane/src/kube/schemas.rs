@@ -134,7 +134,7 @@ fn custom_name(group: &str, version: &str, kind: &str) -> String {
 
 fn custom(resource: &Resource, served: &Served) -> Option<(String, Value)> {
     let (_, version) = served.version_of(resource)?;
-    let mut schema = version.schema.clone();
+    let mut schema = version.custom.schema.clone();
     let map = schema.as_object_mut()?;
     let properties = map
         .entry("properties")
