@@ -504,8 +504,13 @@ async fn every_server_of_a_cluster_serves_the_same_custom_resources() {
         .replace("CronTab", "Widget")
         .replace("[ct]", "[wd]")
         .replace("scope: Namespaced", "scope: Cluster");
-    on_second.apply(&widgets);
-    let widget = "apiVersion: stable.example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  replicas: 7\n";
+    // Two versions: v1 stored and preferred, v1beta1 served too.
+    let version = &widgets[widgets.find("  - name: v1").expect("a version")..];
+    let beta = version
+        .replace("name: v1", "name: v1beta1")
+        .replace("storage: true", "storage: false");
+    on_second.apply(&format!("{widgets}{beta}"));
+    let widget = "apiVersion: stable.example.com/v1beta1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  replicas: 7\n";
     let out = kubectl.apply(widget);
     assert!(
         out.contains("widget.stable.example.com/w1 created"),
@@ -513,6 +518,18 @@ async fn every_server_of_a_cluster_serves_the_same_custom_resources() {
     );
     let table = on_second.ok(&["get", "widgets", "--no-headers"]);
     assert!(table.starts_with("w1 "), "{table}");
+    let version = on_second.ok(&[
+        "get",
+        "widgets.v1.stable.example.com",
+        "w1",
+        "-o",
+        "jsonpath={.apiVersion}",
+    ]);
+    assert_eq!(version, "stable.example.com/v1");
+    let group = on_second.ok(&["get", "--raw", "/apis/stable.example.com"]);
+    let group: serde_json::Value = serde_json::from_str(&group).expect("an APIGroup");
+    assert_eq!(group["preferredVersion"]["version"], "v1", "{group}");
+    assert_eq!(group["versions"][1]["version"], "v1beta1", "{group}");
 
     // Deleting the CRD on the first stops the second serving it.
     kubectl.ok(&["delete", "crd", "widgets.stable.example.com"]);

@@ -159,6 +159,14 @@ pub fn parse_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
+/// A stored object as the request's version serves it (a custom resource written through
+/// another version of its CRD reads as this one: kube's `None` conversion).
+fn decode(call: &Call<'_>, value: &[u8], mod_revision: i64) -> Result<Value, ApiError> {
+    let mut object = object::decode_stored(value, mod_revision)?;
+    crd::serve_as(call.target.resource, &mut object);
+    Ok(object)
+}
+
 fn key(call: &Call<'_>, name: &str) -> String {
     call.target.resource.key(call.namespace(), name)
 }
@@ -179,7 +187,7 @@ async fn read_current(
     if precondition.is_some_and(|rv| rv != kv.mod_revision) {
         return Err(ApiError::conflict(resource, name));
     }
-    let object = object::decode_stored(&kv.value, kv.mod_revision)?;
+    let object = decode(call, &kv.value, kv.mod_revision)?;
     Ok((kv.mod_revision, object))
 }
 
@@ -189,7 +197,7 @@ async fn get(store: &Store, call: &Call<'_>, name: &str) -> Result<Value, ApiErr
         .get(&key(call, name), serializable)
         .await?
         .ok_or_else(|| ApiError::not_found(call.target.resource, name))?;
-    object::decode_stored(&kv.value, kv.mod_revision)
+    decode(call, &kv.value, kv.mod_revision)
 }
 
 /// A `continue` token: the revision of the first page and the next key, as kube encodes it.
@@ -268,7 +276,7 @@ pub async fn read_collection(
         revision = page.revision;
         let count = page.kvs.len();
         for (index, kv) in page.kvs.iter().enumerate() {
-            let object = object::decode_stored(&kv.value, kv.mod_revision)?;
+            let object = decode(call, &kv.value, kv.mod_revision)?;
             if selectors.matches(&object) {
                 items.push(object);
             }
@@ -519,7 +527,7 @@ async fn patch(store: &Store, call: &Call<'_>, name: &str) -> Result<Answer, Api
                 other => return other,
             }
         };
-        let current = object::decode_stored(&kv.value, kv.mod_revision)?;
+        let current = decode(call, &kv.value, kv.mod_revision)?;
         let mut document = current.clone();
         match kind {
             PatchKind::Json => patch::json_patch(&mut document, &body)
@@ -545,7 +553,10 @@ async fn patch(store: &Store, call: &Call<'_>, name: &str) -> Result<Answer, Api
 
 async fn delete(store: &Store, call: &Call<'_>, name: &str) -> Result<Answer, ApiError> {
     let resource = call.target.resource;
-    if resource.kind == "Namespace" && UNDELETABLE_NAMESPACES.contains(&name) {
+    if resource.group.is_empty()
+        && resource.kind == "Namespace"
+        && UNDELETABLE_NAMESPACES.contains(&name)
+    {
         let mut error = ApiError::new(
             403,
             "Forbidden",
@@ -572,12 +583,12 @@ async fn delete(store: &Store, call: &Call<'_>, name: &str) -> Result<Answer, Ap
         if call.dry_run() {
             return Ok(Answer::Json(200, object));
         }
-        if resource.kind == "Node" {
+        if resource.group.is_empty() && resource.kind == "Node" {
             super::node::remove_member(store, name).await?;
         }
         match store.delete_if(&key(call, name), revision).await? {
             Written::At(_) => {
-                if resource.kind == "Namespace" {
+                if resource.group.is_empty() && resource.kind == "Namespace" {
                     delete_namespace_contents(store, name).await?;
                 }
                 if crd::is_definitions(resource) {
@@ -603,7 +614,7 @@ async fn delete_namespace_contents(store: &Store, namespace: &str) -> Result<(),
 
 async fn delete_collection(store: &Store, call: &Call<'_>) -> Result<Answer, ApiError> {
     let resource: &Resource = call.target.resource;
-    if resource.kind == "Namespace" {
+    if resource.group.is_empty() && resource.kind == "Namespace" {
         return Err(ApiError::method_not_allowed());
     }
     let selectors = call.selectors()?;

@@ -374,6 +374,16 @@ impl Served {
     }
 }
 
+/// Sets a custom resource's `apiVersion` to the version `resource` serves (the CRDs' `None`
+/// conversion: versions differ in name only); other objects are left alone.
+pub fn serve_as(resource: &Resource, object: &mut Value) {
+    if custom(resource).is_some() {
+        if let Some(map) = object.as_object_mut() {
+            map.insert("apiVersion".into(), json!(resource.api_version()));
+        }
+    }
+}
+
 /// Deletes every object of the CRD `crd` (a deleted CRD's objects go with it).
 pub async fn delete_objects(store: &Store, crd: &Value) -> Result<(), ApiError> {
     match Definition::parse(crd) {

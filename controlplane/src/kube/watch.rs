@@ -216,7 +216,13 @@ fn translate(spec: &WatchSpec, event: &Event) -> Option<(&'static str, Value)> {
 }
 
 /// Sends one event; false when the client is gone.
-async fn send(spec: &WatchSpec, sender: &mpsc::Sender<Bytes>, kind: &str, object: Value) -> bool {
+async fn send(
+    spec: &WatchSpec,
+    sender: &mpsc::Sender<Bytes>,
+    kind: &str,
+    mut object: Value,
+) -> bool {
+    super::crd::serve_as(spec.resource, &mut object);
     let object = match spec.table {
         None => object,
         Some(include) => {
