@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::k3rs_server::{K3rsServer, Ports};
+use common::s3_server::S3Server;
 use common::snapshot_cli::{save, snapshot_ok};
 use tokio::time::{sleep, Instant};
 
@@ -540,8 +541,9 @@ async fn every_server_of_a_cluster_serves_the_same_custom_resources() {
     assert!(error.contains("NotFound"), "{error}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_snapshot_files_follow_saves_and_deletes() {
+    let s3 = S3Server::start(&["k3rs-backups"]).await;
     let server = start_server("crd-4").await;
     let kubectl = Kubectl::for_server(&server);
     kubectl
@@ -597,6 +599,47 @@ async fn etcd_snapshot_files_follow_saves_and_deletes() {
             &["get", "etcdsnapshotfiles", "-o", "name"],
             EVENT_WAIT,
             |out| !out.contains(&name.to_lowercase()),
+        )
+        .await;
+
+    // A save to S3 too: one object for the file, one for the S3 copy (node "s3").
+    let flags = s3.flags("k3rs-backups", "cluster-a");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let name = save(&server, &flags);
+    let listed = kubectl
+        .until(
+            &[
+                "get",
+                "etcdsnapshotfiles",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.spec.location} {.spec.s3.bucket}{\"\\n\"}{end}",
+            ],
+            EVENT_WAIT,
+            |out| out.lines().filter(|line| line.contains(&name)).count() == 2,
+        )
+        .await;
+    let s3_line = listed
+        .lines()
+        .find(|line| line.starts_with("s3-"))
+        .unwrap_or_else(|| panic!("no S3 object: {listed}"));
+    let cells: Vec<&str> = s3_line.split(' ').collect();
+    assert_eq!(
+        &cells[1..],
+        [
+            "s3",
+            &format!("s3://k3rs-backups/cluster-a/{name}"),
+            "k3rs-backups"
+        ],
+        "{listed}"
+    );
+    let mut delete = vec!["delete", name.as_str()];
+    delete.extend_from_slice(&flags);
+    snapshot_ok(&server, &delete);
+    kubectl
+        .until(
+            &["get", "etcdsnapshotfiles", "-o", "name"],
+            EVENT_WAIT,
+            |out| out.trim().is_empty(),
         )
         .await;
 }
