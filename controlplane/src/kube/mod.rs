@@ -147,12 +147,11 @@ impl KubeApi {
         } else {
             Ok(crd::Served::default())
         };
-        let served = custom.as_ref().cloned().unwrap_or_default();
+        // What the CRDs serve is read from the store: when that read fails, so does every
+        // request that depends on it (discovery included), rather than answer without them.
+        let served = custom?;
         let extra = served.resources();
-        let route = match router::route_in(&path, &extra) {
-            Some(route) => route,
-            None => return Err(custom.err().unwrap_or_else(ApiError::not_found_path)),
-        };
+        let route = router::route_in(&path, &extra).ok_or_else(ApiError::not_found_path)?;
         let is_get = request.method() == hyper::Method::GET;
         let document = match &route {
             Route::Resource(_) => None,
