@@ -18,7 +18,9 @@
 //! | [`status`] | `Status` errors |
 //! | [`resources`] | the table of built-in resources |
 //! | [`crd`] | CustomResourceDefinitions: checks, status, the custom resources they serve |
+//! | [`crd_definition`] | a CRD's checks, defaults and status |
 //! | [`crd_schema`] | custom resources pruned, defaulted and checked by their schema |
+//! | [`printer_columns`] | a CRD's printer columns as Table columns and cells |
 //! | [`schemas`] | OpenAPI v3 schemas for `kubectl explain` |
 //! | [`snapshot_files`] | ETCDSnapshotFile objects kept in step with the snapshot records |
 //! | [`kubeconfig`] | the admin kubeconfig |
@@ -31,12 +33,14 @@
 pub mod api;
 pub mod auth;
 pub mod crd;
+pub mod crd_definition;
 pub mod crd_schema;
 pub mod discovery;
 pub mod kubeconfig;
 pub mod node;
 pub mod object;
 pub mod patch;
+pub mod printer_columns;
 pub mod protobuf;
 pub mod resources;
 pub mod router;

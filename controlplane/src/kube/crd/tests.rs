@@ -1,4 +1,5 @@
 use super::*;
+use time::OffsetDateTime;
 
 fn crontab() -> Value {
     json!({
