@@ -125,3 +125,44 @@ fn printer_cells_follow_their_json_path_and_type() {
         Value::Null
     );
 }
+
+#[test]
+fn discovery_lists_custom_groups_with_versions_in_kube_s_priority() {
+    let mut crd = crontab();
+    let mut beta = crd["spec"]["versions"][0].clone();
+    beta["name"] = json!("v1beta1");
+    beta["storage"] = json!(false);
+    let mut alpha = beta.clone();
+    alpha["name"] = json!("v2alpha1");
+    crd["spec"]["versions"] = json!([beta, crd["spec"]["versions"][0].clone(), alpha]);
+    crd["spec"]["names"]["categories"] = json!(["all"]);
+    prepare_definition(&mut crd, None, &[], now()).expect("valid");
+    let served = Served {
+        definitions: vec![Arc::new(Definition::parse(&crd).expect("parses"))],
+    };
+    let extra = served.resources();
+    let group = crate::kube::discovery::group("stable.example.com", &extra).expect("served");
+    let versions: Vec<&str> = group["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .filter_map(|v| v["version"].as_str())
+        .collect();
+    assert_eq!(versions, ["v1", "v1beta1", "v2alpha1"]);
+    assert_eq!(group["preferredVersion"]["version"], "v1");
+    let list =
+        crate::kube::discovery::resource_list("stable.example.com", "v1", &extra).expect("served");
+    assert_eq!(list["resources"][0]["shortNames"], json!(["ct"]));
+    assert_eq!(list["resources"][0]["categories"], json!(["all"]));
+    assert_eq!(list["resources"][1]["name"], "crontabs/status");
+    let document =
+        crate::kube::discovery::openapi_v3_document("apis/stable.example.com/v1", &served)
+            .expect("served");
+    let schema = &document["components"]["schemas"]["com.example.stable.v1.CronTab"];
+    assert_eq!(
+        schema["x-kubernetes-group-version-kind"][0]["kind"],
+        "CronTab"
+    );
+    assert!(schema["properties"]["metadata"]["allOf"].is_array());
+    assert!(crate::kube::discovery::group("stable.example.com", &[]).is_none());
+}
