@@ -223,6 +223,14 @@ async fn kubectl_uses_a_crd_s_resources_like_built_in_ones() {
     let server = start_server("crd-1").await;
     let kubectl = Kubectl::for_server(&server);
     apply_crd(&kubectl).await;
+    let crds = kubectl.ok(&["get", "crds"]);
+    let header: Vec<&str> = crds
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "CREATED", "AT"], "{crds}");
     let crd = kubectl.ok(&[
         "get",
         "crd",

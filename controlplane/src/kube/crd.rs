@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{json, Value};
 
 pub use super::crd_definition::{invalid, prepare_definition, Cause};
-pub use super::printer_columns::{cell, column_definitions, PrinterColumn};
+pub use super::printer_columns::PrinterColumn;
 
 use super::object;
 use super::printer_columns::columns_of;

@@ -8,7 +8,8 @@
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::crd::{text, Custom};
+use super::crd::text;
+use super::resources::Resource;
 
 /// One `additionalPrinterColumns` entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,10 +106,9 @@ pub fn cell(column: &PrinterColumn, object: &Value, now: OffsetDateTime) -> Valu
     }
 }
 
-/// The Table column definitions of `custom`.
-pub fn column_definitions(custom: &Custom) -> Vec<Value> {
-    custom
-        .columns
+/// The Table column definitions of `columns`.
+pub fn column_definitions(columns: &[PrinterColumn]) -> Vec<Value> {
+    columns
         .iter()
         .map(|c| {
             json!({
@@ -117,4 +117,22 @@ pub fn column_definitions(custom: &Custom) -> Vec<Value> {
             })
         })
         .collect()
+}
+
+/// The columns after NAME of a resource served with printer columns: a CRD version's, or
+/// kube's CREATED AT for CRDs themselves.
+pub fn of_resource(resource: &Resource) -> Option<Vec<PrinterColumn>> {
+    if let Some(custom) = super::crd::custom(resource) {
+        return Some(custom.columns.clone());
+    }
+    super::crd::is_definitions(resource).then(|| {
+        vec![PrinterColumn {
+            name: "Created At".into(),
+            kind: "string".into(),
+            format: String::new(),
+            description: "The time the CRD was created, in RFC 3339.".into(),
+            priority: 0,
+            json_path: ".metadata.creationTimestamp".into(),
+        }]
+    })
 }

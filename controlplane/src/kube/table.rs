@@ -50,17 +50,16 @@ pub fn table(
         "name": "Name", "type": "string", "format": "name", "priority": 0,
         "description": "Name must be unique within a namespace."
     })];
-    if let Some(custom) = super::crd::custom(resource) {
-        columns.extend(super::crd::column_definitions(custom));
+    if let Some(printed) = super::printer_columns::of_resource(resource) {
+        columns.extend(super::printer_columns::column_definitions(&printed));
         let rows: Vec<Value> = objects
             .iter()
             .map(|object| {
                 let mut cells = vec![json!(super::object::name(object))];
                 cells.extend(
-                    custom
-                        .columns
+                    printed
                         .iter()
-                        .map(|column| super::crd::cell(column, object, now)),
+                        .map(|column| super::printer_columns::cell(column, object, now)),
                 );
                 row_with(cells, object, include)
             })

@@ -1,4 +1,5 @@
 use super::*;
+use crate::kube::printer_columns::cell;
 use time::OffsetDateTime;
 
 fn crontab() -> Value {
