@@ -9,9 +9,10 @@
 //!   `NamesAccepted` and `Established` True (transition times kept across updates),
 //!   `storedVersions` (never shrinking);
 //! - what is served comes from the store only: [`Registry::load`] reads the CRD prefix
-//!   linearizably whenever a request names something the built-in table does not serve, so
-//!   every server of a cluster serves a custom resource as soon as the write of its CRD is
-//!   acknowledged, and none after the CRD's delete (which deletes its objects);
+//!   linearizably (keys only; values of changed CRDs only) whenever a request names something
+//!   the built-in table does not serve, so every server of a cluster serves a custom resource
+//!   as soon as the write of its CRD is acknowledged, and none after the CRD's delete (which
+//!   deletes its objects);
 //! - each served version is one [`Custom`] (a [`Resource`] stored at kube-apiserver's
 //!   `/registry/<group>/<plural>/[<ns>/]<name>`, its printer columns, categories and whether
 //!   it has a `status` subresource, its schema), built once per distinct definition and kept
@@ -21,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use raftstore::pb::etcdserverpb::RangeRequest;
 use serde_json::{json, Value};
 
 pub use super::crd_definition::{invalid, prepare_definition, Cause};
@@ -270,38 +272,70 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Every CRD now in the store (a linearizable read); one that does not parse is skipped
-    /// with a warning.
+    /// Every CRD now in the store, read linearizably: the keys and their revisions first
+    /// (no values), then only the CRDs changed since the last read (at the listing's
+    /// revision); one that does not parse is skipped with a warning.
     pub async fn load(&self, store: &Store) -> Result<Vec<Arc<Definition>>, ApiError> {
-        let page = store.page(PREFIX, PREFIX, 0, 0, false).await?;
-        let mut cache = lock(&self.cache);
+        let listing = store
+            .handle
+            .range(RangeRequest {
+                key: PREFIX.as_bytes().to_vec(),
+                range_end: raftstore::mvcc::tree_index::prefix_end(PREFIX.as_bytes()),
+                keys_only: true,
+                ..Default::default()
+            })
+            .await?;
+        let revision = listing.header.as_ref().map_or(0, |header| header.revision);
+        let mut known: BTreeMap<String, (i64, Arc<Definition>)> = lock(&self.cache).clone();
         let mut fresh = BTreeMap::new();
-        for kv in page.kvs {
+        for kv in listing.kvs {
             let name =
                 String::from_utf8_lossy(&kv.key[PREFIX.len().min(kv.key.len())..]).into_owned();
-            let cached = cache
+            let cached = known
                 .remove(&name)
-                .filter(|(revision, _)| *revision == kv.mod_revision);
+                .filter(|(cached, _)| *cached == kv.mod_revision);
             let definition = match cached {
                 Some((_, definition)) => definition,
-                None => {
-                    let parsed = object::decode_stored(&kv.value, kv.mod_revision)
-                        .map_err(|error| error.message)
-                        .and_then(|crd| Definition::parse(&crd));
-                    match parsed {
-                        Ok(definition) => Arc::new(definition),
-                        Err(error) => {
-                            tracing::warn!(crd = %name, %error, "skipping a CRD that does not parse");
-                            continue;
-                        }
-                    }
-                }
+                None => match Self::read(store, &kv.key, revision).await? {
+                    Some(definition) => definition,
+                    None => continue,
+                },
             };
             fresh.insert(name, (kv.mod_revision, definition));
         }
         let definitions = fresh.values().map(|(_, d)| d.clone()).collect();
-        *cache = fresh;
+        *lock(&self.cache) = fresh;
         Ok(definitions)
+    }
+
+    /// The CRD at `key` as of `revision`, parsed (`None`: gone, or it does not parse).
+    async fn read(
+        store: &Store,
+        key: &[u8],
+        revision: i64,
+    ) -> Result<Option<Arc<Definition>>, ApiError> {
+        let response = store
+            .handle
+            .range(RangeRequest {
+                key: key.to_vec(),
+                revision,
+                ..Default::default()
+            })
+            .await?;
+        let Some(kv) = response.kvs.into_iter().next() else {
+            return Ok(None);
+        };
+        let parsed = object::decode_stored(&kv.value, kv.mod_revision)
+            .map_err(|error| error.message)
+            .and_then(|crd| Definition::parse(&crd));
+        match parsed {
+            Ok(definition) => Ok(Some(Arc::new(definition))),
+            Err(error) => {
+                let name = String::from_utf8_lossy(&kv.key).into_owned();
+                tracing::warn!(crd = %name, %error, "skipping a CRD that does not parse");
+                Ok(None)
+            }
+        }
     }
 }
 
