@@ -155,7 +155,16 @@ impl KubeApi {
         // request that depends on it (discovery included), rather than answer without them.
         let served = custom?;
         let extra = served.resources();
-        let route = router::route_in(&path, &extra).ok_or_else(ApiError::not_found_path)?;
+        let route = match router::route_in(&path, &extra) {
+            Some(route) => route,
+            // Until the member serves, the CRDs are unknown: not a 404.
+            None if may_name_custom(&path) && self.member.borrow().is_none() => {
+                return Err(ApiError::unavailable(
+                    "the server is starting: the store does not serve yet",
+                ));
+            }
+            None => return Err(ApiError::not_found_path()),
+        };
         let is_get = request.method() == hyper::Method::GET;
         let document = match &route {
             Route::Resource(_) => None,

@@ -399,6 +399,15 @@ mod tests {
             json!({ "bucket": "bucket", "prefix": "folder" })
         );
         assert_eq!(object["spec"]["nodeName"], "s3");
+        let mut failed = record("file:///snapshots/on-demand-Node1-1700000000");
+        failed.status = SnapshotStatus::Failed;
+        failed.message = "no space left on device".into();
+        let object = object_for(&failed, "/k3rs/etcd-snapshots/y");
+        assert_eq!(object["status"]["readyToUse"], false);
+        assert_eq!(
+            object["status"]["error"],
+            json!({ "time": "2026-11-28T18:00:00Z", "message": "no space left on device" })
+        );
     }
 
     #[test]
