@@ -458,7 +458,29 @@ async fn kubectl_uses_a_crd_s_resources_like_built_in_ones() {
         out.contains("crontab.stable.example.com \"other\" deleted"),
         "{out}"
     );
+    // A watch of the custom resources ends when their CRD is deleted.
+    let mut watch = kubectl
+        .command(&[
+            "get",
+            "--raw",
+            "/apis/stable.example.com/v1/namespaces/default/crontabs?watch=true",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running kubectl get --raw ?watch");
+    sleep(Duration::from_millis(500)).await;
+    assert!(
+        watch.try_wait().expect("the watch's status").is_none(),
+        "the watch ended before the CRD was deleted"
+    );
     kubectl.ok(&["delete", "crd", "crontabs.stable.example.com"]);
+    let deadline = Instant::now() + EVENT_WAIT;
+    while watch.try_wait().expect("the watch's status").is_none() {
+        assert!(Instant::now() < deadline, "the watch outlived its CRD");
+        sleep(Duration::from_millis(100)).await;
+    }
     let stored = server.etcdctl_ok(&[
         "get",
         "--keys-only",

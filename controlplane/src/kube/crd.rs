@@ -164,6 +164,11 @@ pub fn custom(resource: &Resource) -> Option<&'static Custom> {
         .map(|(_, custom)| *custom)
 }
 
+/// The key of the CRD serving `resource`, if it is a custom resource.
+pub fn definition_key(resource: &Resource) -> Option<String> {
+    custom(resource).map(|c| format!("{PREFIX}{}.{}", c.resource.plural, c.resource.group))
+}
+
 /// Whether `resource` is the CRD resource itself.
 pub fn is_definitions(resource: &Resource) -> bool {
     resource.group == GROUP && resource.plural == "customresourcedefinitions"

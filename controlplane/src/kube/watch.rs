@@ -8,8 +8,8 @@
 //! change that makes an object start or stop matching the selectors is sent as ADDED or
 //! DELETED. History lost to compaction ends the stream with an ERROR event carrying a `410
 //! Expired` Status. Bookmarks (`allowWatchBookmarks=true`) are sent only when every earlier
-//! event was. The stream ends at `timeoutSeconds` (at most 30 minutes) or when the client
-//! goes away, and its watcher is removed with it.
+//! event was. The stream ends at `timeoutSeconds` (at most 30 minutes), when the client goes
+//! away (its watcher is removed with it), or, for a custom resource, when its CRD is deleted.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -147,6 +147,15 @@ async fn stream_events(
     if created.is_none() {
         return Err(ApiError::internal("the watch was refused"));
     }
+    // A custom resource's watch ends when its CRD is deleted, as kube-apiserver's does.
+    let definition = super::crd::definition_key(spec.resource).and_then(|key| {
+        stream.watch(WatchCreate {
+            key: key.into_bytes(),
+            start_revision: after + 1,
+            no_put: true,
+            ..Default::default()
+        })
+    });
     let mut bookmarks = tokio::time::interval(BOOKMARK_INTERVAL);
     bookmarks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -180,6 +189,9 @@ async fn stream_events(
                         return Ok(());
                     }
                 }
+            }
+            WatchMessage::Events { watch_id, .. } if Some(watch_id) == definition => {
+                return Ok(());
             }
             WatchMessage::Events { events, .. } => {
                 for event in &events {
