@@ -373,14 +373,17 @@ impl Served {
     }
 }
 
-/// Sets a custom resource's `apiVersion` to the version `resource` serves (the CRDs' `None`
-/// conversion: versions differ in name only); other objects are left alone.
+/// A stored custom resource as `resource` serves it, as kube-apiserver reads one: its
+/// `apiVersion` that version's (the CRDs' `None` conversion: versions differ in name only),
+/// pruned and defaulted by that version's schema; other objects are left alone.
 pub fn serve_as(resource: &Resource, object: &mut Value) {
-    if custom(resource).is_some() {
-        if let Some(map) = object.as_object_mut() {
-            map.insert("apiVersion".into(), json!(resource.api_version()));
-        }
+    let Some(custom) = custom(resource) else {
+        return;
+    };
+    if let Some(map) = object.as_object_mut() {
+        map.insert("apiVersion".into(), json!(resource.api_version()));
     }
+    let _ = super::crd_schema::apply(&custom.schema, object);
 }
 
 /// Deletes every object of the CRD `crd` (a deleted CRD's objects go with it).
@@ -424,12 +427,18 @@ pub fn prepare_custom(
     }
     let outcome = super::crd_schema::apply(&custom.schema, object);
     let resource = &custom.resource;
-    if strict && !outcome.pruned.is_empty() {
-        let fields: Vec<String> = outcome
-            .pruned
-            .iter()
-            .map(|path| format!("unknown field {path:?}"))
-            .collect();
+    // Fields the stored object already had (a schema that changed since) are pruned quietly:
+    // only what this request brings is refused.
+    let stored_unknown = current
+        .map(|current| super::crd_schema::apply(&custom.schema, &mut current.clone()).pruned)
+        .unwrap_or_default();
+    let fields: Vec<String> = outcome
+        .pruned
+        .iter()
+        .filter(|path| !stored_unknown.contains(path))
+        .map(|path| format!("unknown field {path:?}"))
+        .collect();
+    if strict && !fields.is_empty() {
         return Err(ApiError::bad_request(format!(
             "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding \
              error: {}",

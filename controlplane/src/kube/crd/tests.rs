@@ -167,3 +167,34 @@ fn discovery_lists_custom_groups_with_versions_in_kube_s_priority() {
     assert!(schema["properties"]["metadata"]["allOf"].is_array());
     assert!(crate::kube::discovery::group("stable.example.com", &[]).is_none());
 }
+
+#[test]
+fn strict_writes_refuse_only_the_unknown_fields_they_bring() {
+    let mut crd = crontab();
+    prepare_definition(&mut crd, None, &[], now()).expect("valid");
+    let custom = Definition::parse(&crd).expect("parses").versions[0].custom;
+    let stored = json!({
+        "apiVersion": "stable.example.com/v1", "kind": "CronTab",
+        "metadata": { "name": "a", "namespace": "default" },
+        "spec": { "cronSpec": "* * * * *", "dropped": 1 },
+    });
+    let mut update = stored.clone();
+    update["spec"]["cronSpec"] = json!("0 * * * *");
+    prepare_custom(custom, &mut update, Some(&stored), false, true).expect("accepted");
+    assert_eq!(update["spec"], json!({ "cronSpec": "0 * * * *" }));
+    let mut update = stored.clone();
+    update["spec"]["brought"] = json!(2);
+    let error =
+        prepare_custom(custom, &mut update, Some(&stored), false, true).expect_err("strict");
+    assert_eq!((error.code, error.reason), (400, "BadRequest"));
+    assert!(
+        error
+            .message
+            .ends_with("strict decoding error: unknown field \"spec.brought\""),
+        "{}",
+        error.message
+    );
+    let mut read = stored.clone();
+    serve_as(&custom.resource, &mut read);
+    assert_eq!(read["spec"], json!({ "cronSpec": "* * * * *" }));
+}
