@@ -1,13 +1,10 @@
 //! CustomResourceDefinitions (`apiextensions.k8s.io/v1`) and the custom resources they define.
 //!
 //! Guarantees:
-//! - a CRD is checked as kube-apiserver checks one (name `<plural>.<group>`, a group with a
-//!   dot that no built-in resource uses, approval for `*.k8s.io` groups, DNS-1035 names, a
-//!   scope, exactly one storage version, a structural schema per version, printer columns of
-//!   known types): a bad one is `422 Invalid` naming every cause, in kube's wording;
-//! - a stored CRD carries the status kube-apiserver's controllers give it: `acceptedNames`,
-//!   `NamesAccepted` and `Established` True (transition times kept across updates),
-//!   `storedVersions` (never shrinking);
+//! - a CRD is checked and given its status before it is stored ([`prepare_definition`], in
+//!   `crd_definition`);
+//! - a custom resource is written and read through its version's schema
+//!   ([`prepare_custom`], [`serve_as`], with `crd_schema`);
 //! - what is served comes from the store only: [`Registry::load`] reads the CRD prefix
 //!   linearizably (keys only; values of changed CRDs only) whenever a request names something
 //!   the built-in table does not serve, so every server of a cluster serves a custom resource
