@@ -150,14 +150,19 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             stop_rx.clone(),
         ));
         let heartbeat = tokio::spawn(crate::kube::node::run(
-            source,
+            source.clone(),
             stop_rx.clone(),
             NodeIdentity {
                 name: node_name,
                 ip: node_ip,
             },
         ));
-        (Some(kube), vec![defaults, heartbeat])
+        let manifests = tokio::spawn(crate::kube::manifests::run(
+            source,
+            stop_rx.clone(),
+            crate::kube::manifests::dir_of(&args.data_dir()),
+        ));
+        (Some(kube), vec![defaults, heartbeat, manifests])
     };
     let listen_ips = match args.bind_address {
         Some(ip) => vec![ip],

@@ -104,11 +104,18 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             },
         ));
         let manifests = tokio::spawn(crate::kube::manifests::run(
-            serving_rx.clone(),
+            Source::Embedded(serving_rx.clone()),
             stop_rx.clone(),
             crate::kube::manifests::dir_of(&args.data_dir()),
         ));
-        (Some(kube), vec![defaults, heartbeat, manifests])
+        let snapshot_files = tokio::spawn(crate::kube::snapshot_files::run(
+            Source::Embedded(serving_rx.clone()),
+            stop_rx.clone(),
+        ));
+        (
+            Some(kube),
+            vec![defaults, heartbeat, manifests, snapshot_files],
+        )
     };
     let supervisor_tasks = supervisor::serve(
         supervisor,

@@ -19,6 +19,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
+use super::crd;
 use super::object;
 use super::patch;
 use super::resources::{self, Resource, RESOURCES};
@@ -92,7 +93,8 @@ pub async fn handle(store: &Store, call: &Call<'_>) -> Result<Answer, ApiError> 
     use hyper::Method;
     let resource = call.target.resource;
     if let Some(sub) = call.target.subresource.as_deref() {
-        if sub != "status" {
+        let without_status = crd::custom(resource).is_some_and(|custom| !custom.status);
+        if sub != "status" || without_status {
             return Err(ApiError::not_found_path());
         }
     }
@@ -157,6 +159,14 @@ pub fn parse_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
+/// A stored object as the request's version serves it (a custom resource written through
+/// another version of its CRD reads as this one: kube's `None` conversion).
+fn decode(call: &Call<'_>, value: &[u8], mod_revision: i64) -> Result<Value, ApiError> {
+    let mut object = object::decode_stored(value, mod_revision)?;
+    crd::serve_as(call.target.resource, &mut object);
+    Ok(object)
+}
+
 fn key(call: &Call<'_>, name: &str) -> String {
     call.target.resource.key(call.namespace(), name)
 }
@@ -177,7 +187,7 @@ async fn read_current(
     if precondition.is_some_and(|rv| rv != kv.mod_revision) {
         return Err(ApiError::conflict(resource, name));
     }
-    let object = object::decode_stored(&kv.value, kv.mod_revision)?;
+    let object = decode(call, &kv.value, kv.mod_revision)?;
     Ok((kv.mod_revision, object))
 }
 
@@ -187,7 +197,7 @@ async fn get(store: &Store, call: &Call<'_>, name: &str) -> Result<Value, ApiErr
         .get(&key(call, name), serializable)
         .await?
         .ok_or_else(|| ApiError::not_found(call.target.resource, name))?;
-    object::decode_stored(&kv.value, kv.mod_revision)
+    decode(call, &kv.value, kv.mod_revision)
 }
 
 /// A `continue` token: the revision of the first page and the next key, as kube encodes it.
@@ -266,7 +276,7 @@ pub async fn read_collection(
         revision = page.revision;
         let count = page.kvs.len();
         for (index, kv) in page.kvs.iter().enumerate() {
-            let object = object::decode_stored(&kv.value, kv.mod_revision)?;
+            let object = decode(call, &kv.value, kv.mod_revision)?;
             if selectors.matches(&object) {
                 items.push(object);
             }
@@ -365,7 +375,7 @@ async fn create(store: &Store, call: &Call<'_>) -> Result<Answer, ApiError> {
     check_namespace(store, call).await?;
     let object =
         object::prepare_create(resource, call.namespace(), body, OffsetDateTime::now_utc())?;
-    insert(store, call, object).await
+    insert(store, call, finish(call, object, None)?).await
 }
 
 /// Stores a prepared new object: `201` with it, or `409 AlreadyExists`.
@@ -415,9 +425,26 @@ fn updated(call: &Call<'_>, name: &str, current: &Value, given: Value) -> Result
     if call.target.subresource.is_some() {
         let mut new = current.clone();
         new["status"] = given.get("status").cloned().unwrap_or(Value::Null);
-        return object::prepare_update(resource, call.namespace(), name, current, new);
+        let new = object::prepare_update(resource, call.namespace(), name, current, new)?;
+        return finish(call, new, Some(current));
     }
-    object::prepare_update(resource, call.namespace(), name, current, given)
+    let new = object::prepare_update(resource, call.namespace(), name, current, given)?;
+    finish(call, new, Some(current))
+}
+
+/// What CRDs and custom resources add to a prepared object: a CRD checked and given its
+/// status; a custom resource's status left to its `status` subresource when it has one.
+fn finish(call: &Call<'_>, mut object: Value, current: Option<&Value>) -> Result<Value, ApiError> {
+    let resource = call.target.resource;
+    if crd::is_definitions(resource) {
+        let builtin: Vec<&str> = resources::groups().iter().map(|(g, _)| *g).collect();
+        crd::prepare_definition(&mut object, current, &builtin, OffsetDateTime::now_utc())?;
+    } else if let Some(custom) = crd::custom(resource) {
+        let to_status = call.target.subresource.is_some();
+        let strict = call.param("fieldValidation") == Some("Strict");
+        crd::prepare_custom(custom, &mut object, current, to_status, strict)?;
+    }
+    Ok(object)
 }
 
 async fn update(store: &Store, call: &Call<'_>, name: &str) -> Result<Answer, ApiError> {
@@ -495,12 +522,12 @@ async fn patch(store: &Store, call: &Call<'_>, name: &str) -> Result<Answer, Api
                 object,
                 OffsetDateTime::now_utc(),
             )?;
-            match insert(store, call, object).await {
+            match insert(store, call, finish(call, object, None)?).await {
                 Err(error) if error.reason == "AlreadyExists" => continue,
                 other => return other,
             }
         };
-        let current = object::decode_stored(&kv.value, kv.mod_revision)?;
+        let current = decode(call, &kv.value, kv.mod_revision)?;
         let mut document = current.clone();
         match kind {
             PatchKind::Json => patch::json_patch(&mut document, &body)
@@ -526,7 +553,10 @@ async fn patch(store: &Store, call: &Call<'_>, name: &str) -> Result<Answer, Api
 
 async fn delete(store: &Store, call: &Call<'_>, name: &str) -> Result<Answer, ApiError> {
     let resource = call.target.resource;
-    if resource.kind == "Namespace" && UNDELETABLE_NAMESPACES.contains(&name) {
+    if resource.group.is_empty()
+        && resource.kind == "Namespace"
+        && UNDELETABLE_NAMESPACES.contains(&name)
+    {
         let mut error = ApiError::new(
             403,
             "Forbidden",
@@ -553,13 +583,16 @@ async fn delete(store: &Store, call: &Call<'_>, name: &str) -> Result<Answer, Ap
         if call.dry_run() {
             return Ok(Answer::Json(200, object));
         }
-        if resource.kind == "Node" {
+        if resource.group.is_empty() && resource.kind == "Node" {
             super::node::remove_member(store, name).await?;
         }
         match store.delete_if(&key(call, name), revision).await? {
             Written::At(_) => {
-                if resource.kind == "Namespace" {
+                if resource.group.is_empty() && resource.kind == "Namespace" {
                     delete_namespace_contents(store, name).await?;
+                }
+                if crd::is_definitions(resource) {
+                    crd::delete_objects(store, &object).await?;
                 }
                 return Ok(Answer::Json(200, object));
             }
@@ -576,12 +609,12 @@ async fn delete_namespace_contents(store: &Store, namespace: &str) -> Result<(),
         let prefix = resource.collection_prefix(Some(namespace));
         store.delete_prefix(&prefix).await?;
     }
-    Ok(())
+    crd::delete_namespace_objects(store, namespace).await
 }
 
 async fn delete_collection(store: &Store, call: &Call<'_>) -> Result<Answer, ApiError> {
     let resource: &Resource = call.target.resource;
-    if resource.kind == "Namespace" {
+    if resource.group.is_empty() && resource.kind == "Namespace" {
         return Err(ApiError::method_not_allowed());
     }
     let selectors = call.selectors()?;
@@ -597,6 +630,9 @@ async fn delete_collection(store: &Store, call: &Call<'_>) -> Result<Answer, Api
         }
         let key = resource.key(namespace.as_deref(), &name);
         if let Written::At(_) = store.delete_if(&key, revision).await? {
+            if crd::is_definitions(resource) {
+                crd::delete_objects(store, &item).await?;
+            }
             deleted.push(item);
         }
     }

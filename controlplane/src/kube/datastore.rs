@@ -13,8 +13,8 @@
 use raftstore::error::EtcdError;
 use raftstore::node::NodeHandle;
 use raftstore::pb::etcdserverpb::{
-    DeleteRangeRequest, DeleteRangeResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
-    WatchCreateRequest,
+    watch_create_request::FilterType, DeleteRangeRequest, DeleteRangeResponse, RangeRequest,
+    RangeResponse, TxnRequest, TxnResponse, WatchCreateRequest,
 };
 use raftstore::watch::{Delivery, WatchCreate, WatchStream};
 use tokio::sync::watch as signal;
@@ -161,6 +161,14 @@ impl Datastore {
                         range_end: create.range_end,
                         start_revision: create.start_revision,
                         prev_kv: create.prev_kv,
+                        filters: [
+                            (create.no_put, FilterType::Noput),
+                            (create.no_delete, FilterType::Nodelete),
+                        ]
+                        .into_iter()
+                        .filter(|(on, _)| *on)
+                        .map(|(_, filter)| filter as i32)
+                        .collect(),
                         ..Default::default()
                     })
                     .await?;

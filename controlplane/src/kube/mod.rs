@@ -17,7 +17,13 @@
 //! | [`discovery`] | discovery documents and OpenAPI |
 //! | [`table`] | `Table` answers for `kubectl get` |
 //! | [`status`] | `Status` errors |
-//! | [`resources`] | the table of served resources |
+//! | [`resources`] | the table of built-in resources |
+//! | [`crd`] | CustomResourceDefinitions: checks, status, the custom resources they serve |
+//! | [`crd_definition`] | a CRD's checks, defaults and status |
+//! | [`crd_schema`] | custom resources pruned, defaulted and checked by their schema |
+//! | [`printer_columns`] | a CRD's printer columns as Table columns and cells |
+//! | [`schemas`] | OpenAPI v3 schemas for `kubectl explain` |
+//! | [`snapshot_files`] | ETCDSnapshotFile objects kept in step with the snapshot records |
 //! | [`kubeconfig`] | the admin kubeconfig |
 //! | [`node`] | this server as a Node, its Lease heartbeat, lapsed nodes NotReady |
 //! | [`manifests`] | auto-deploying `<data-dir>/server/manifests` through the verbs |
@@ -29,6 +35,9 @@
 
 pub mod api;
 pub mod auth;
+pub mod crd;
+pub mod crd_definition;
+pub mod crd_schema;
 pub mod datastore;
 pub mod discovery;
 pub mod kubeconfig;
@@ -36,10 +45,13 @@ pub mod manifests;
 pub mod node;
 pub mod object;
 pub mod patch;
+pub mod printer_columns;
 pub mod protobuf;
 pub mod resources;
 pub mod router;
+pub mod schemas;
 pub mod selector;
+pub mod snapshot_files;
 pub mod status;
 pub mod storage;
 pub mod table;
@@ -92,6 +104,7 @@ fn error_response(error: &ApiError) -> Response<Body> {
 pub struct KubeApi {
     source: datastore::Source,
     authenticator: Authenticator,
+    definitions: crd::Registry,
 }
 
 impl KubeApi {
@@ -99,6 +112,7 @@ impl KubeApi {
         Self {
             source,
             authenticator,
+            definitions: crd::Registry::default(),
         }
     }
 
@@ -135,7 +149,26 @@ impl KubeApi {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let route = router::route(request.uri().path()).ok_or_else(ApiError::not_found_path)?;
+        let path = request.uri().path().to_string();
+        let custom = if may_name_custom(&path) {
+            self.custom_resources().await
+        } else {
+            Ok(crd::Served::default())
+        };
+        // What the CRDs serve is read from the store: when that read fails, so does every
+        // request that depends on it (discovery included), rather than answer without them.
+        let served = custom?;
+        let extra = served.resources();
+        let route = match router::route_in(&path, &extra) {
+            Some(route) => route,
+            // Until the member serves, the CRDs are unknown: not a 404.
+            None if may_name_custom(&path) && self.source.now().is_none() => {
+                return Err(ApiError::unavailable(
+                    "the server is starting: the store does not serve yet",
+                ));
+            }
+            None => return Err(ApiError::not_found_path()),
+        };
         let is_get = request.method() == hyper::Method::GET;
         let document = match &route {
             Route::Resource(_) => None,
@@ -157,9 +190,11 @@ impl KubeApi {
                     .unwrap_or("127.0.0.1:6443");
                 Some(discovery::core_versions(host))
             }
-            Route::GroupList => Some(discovery::group_list()),
-            Route::Group(group) => discovery::group(group),
-            Route::ResourceList { group, version } => discovery::resource_list(group, version),
+            Route::GroupList => Some(discovery::group_list(&extra)),
+            Route::Group(group) => discovery::group(group, &extra),
+            Route::ResourceList { group, version } => {
+                discovery::resource_list(group, version, &extra)
+            }
             Route::OpenApiV2 => {
                 // An empty protobuf `openapi_v2.Document`: no schemas.
                 let mut response = Response::new(full(Bytes::new()));
@@ -171,8 +206,8 @@ impl KubeApi {
                 );
                 return Ok(response);
             }
-            Route::OpenApiV3Root => Some(discovery::openapi_v3_root()),
-            Route::OpenApiV3(name) => discovery::openapi_v3_document(name),
+            Route::OpenApiV3Root => Some(discovery::openapi_v3_root(&served)),
+            Route::OpenApiV3(name) => discovery::openapi_v3_document(name, &served),
         };
         if !matches!(route, Route::Resource(_)) {
             let document = document.ok_or_else(ApiError::not_found_path)?;
@@ -227,6 +262,32 @@ impl KubeApi {
                 Ok(response)
             }
         }
+    }
+}
+
+/// Whether `path` may name something only a CRD serves (anything under `/apis` outside the
+/// built-in groups, the group list, OpenAPI v3): only those requests read the CRDs.
+fn may_name_custom(path: &str) -> bool {
+    if path.starts_with("/openapi/v3") {
+        return true;
+    }
+    let Some(rest) = path.strip_prefix("/apis") else {
+        return false;
+    };
+    match rest.trim_matches('/').split('/').next() {
+        None | Some("") => true,
+        Some(group) => !resources::groups().iter().any(|(g, _)| *g == group),
+    }
+}
+
+impl KubeApi {
+    /// The custom resources the store's CRDs serve now (none until the member serves).
+    async fn custom_resources(&self) -> Result<crd::Served, ApiError> {
+        let Some(store) = self.source.now() else {
+            return Ok(crd::Served::default());
+        };
+        let definitions = self.definitions.load(&store).await?;
+        Ok(crd::Served { definitions })
     }
 }
 

@@ -300,7 +300,13 @@ fn apply_defaults(resource: &Resource, object: &mut Value) -> Result<(), ApiErro
     let Some(map) = object.as_object_mut() else {
         return Ok(());
     };
-    match resource.kind {
+    // Custom resources may reuse a built-in kind's name: only the core group's kinds match.
+    let kind = if resource.group.is_empty() {
+        resource.kind
+    } else {
+        ""
+    };
+    match kind {
         "Secret" => {
             let engine = base64::engine::general_purpose::STANDARD;
             let mut data = match map.remove("data") {

@@ -420,6 +420,20 @@ pub static RESOURCES: &[Resource] = &[
         }],
         fields: &[],
     },
+    Resource {
+        group: super::crd::GROUP,
+        version: "v1",
+        plural: "customresourcedefinitions",
+        singular: "customresourcedefinition",
+        kind: "CustomResourceDefinition",
+        namespaced: false,
+        short_names: &["crd", "crds"],
+        storage: "/registry/apiextensions.k8s.io/customresourcedefinitions",
+        name_rule: NameRule::Subdomain,
+        has_spec: true,
+        columns: &[],
+        fields: &[],
+    },
 ];
 
 /// The resource served at `group`/`version` under `plural`.

@@ -42,7 +42,13 @@ pub enum Route {
     Resource(Target),
 }
 
+#[cfg(test)]
 pub fn route(path: &str) -> Option<Route> {
+    route_in(path, &[])
+}
+
+/// The route of `path` when `extra` (the custom resources) is served beside the built-ins.
+pub fn route_in(path: &str, extra: &[&'static Resource]) -> Option<Route> {
     let segments: Vec<&str> = path
         .trim_end_matches('/')
         .split('/')
@@ -57,14 +63,26 @@ pub fn route(path: &str) -> Option<Route> {
         ["openapi", "v2"] => Some(Route::OpenApiV2),
         ["openapi", "v3"] => Some(Route::OpenApiV3Root),
         ["openapi", "v3", rest @ ..] => Some(Route::OpenApiV3(rest.join("/"))),
-        ["api", version, rest @ ..] => resource_route("", version, rest),
-        ["apis", group, version, rest @ ..] => resource_route(group, version, rest),
+        ["api", version, rest @ ..] => resource_route("", version, rest, extra),
+        ["apis", group, version, rest @ ..] => resource_route(group, version, rest, extra),
         _ => None,
     }
 }
 
-fn resource_route(group: &str, version: &str, rest: &[&str]) -> Option<Route> {
-    let find = |plural: &str| resources::find(group, version, plural);
+fn resource_route(
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    extra: &[&'static Resource],
+) -> Option<Route> {
+    let find = |plural: &str| {
+        resources::find(group, version, plural).or_else(|| {
+            extra
+                .iter()
+                .copied()
+                .find(|r| r.group == group && r.version == version && r.plural == plural)
+        })
+    };
     let target = |resource, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>| {
         Some(Route::Resource(Target {
             resource,

@@ -9,6 +9,15 @@ use serde_json::{json, Value};
 
 use super::resources::Resource;
 
+/// `Kind`, or `Kind.group` outside the core group (kube's qualified kind in messages).
+fn qualified_kind(resource: &Resource) -> String {
+    if resource.group.is_empty() {
+        resource.kind.to_string()
+    } else {
+        format!("{}.{}", resource.kind, resource.group)
+    }
+}
+
 /// A refused request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -74,7 +83,10 @@ impl ApiError {
         let mut error = Self::new(
             422,
             "Invalid",
-            format!("{} \"{name}\" is invalid: {field}: {cause}", resource.kind),
+            format!(
+                "{} \"{name}\" is invalid: {field}: {cause}",
+                qualified_kind(resource)
+            ),
         );
         let mut details = json!({
             "name": name,
@@ -95,7 +107,7 @@ impl ApiError {
             "Invalid",
             format!(
                 "{} \"\" is invalid: {field}: Required value: name or generateName is required",
-                resource.kind
+                qualified_kind(resource)
             ),
         );
         error.details = Some(json!({

@@ -50,6 +50,28 @@ pub fn table(
         "name": "Name", "type": "string", "format": "name", "priority": 0,
         "description": "Name must be unique within a namespace."
     })];
+    if let Some(printed) = super::printer_columns::of_resource(resource) {
+        columns.extend(super::printer_columns::column_definitions(&printed));
+        let rows: Vec<Value> = objects
+            .iter()
+            .map(|object| {
+                let mut cells = vec![json!(super::object::name(object))];
+                cells.extend(
+                    printed
+                        .iter()
+                        .map(|column| super::printer_columns::cell(column, object, now)),
+                );
+                row_with(cells, object, include)
+            })
+            .collect();
+        return json!({
+            "kind": "Table",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": list_metadata,
+            "columnDefinitions": columns,
+            "rows": rows,
+        });
+    }
     let column = |column: &Column| {
         json!({
             "name": column.name, "type": column.kind, "format": "", "priority": 0,
@@ -81,6 +103,11 @@ fn row(resource: &Resource, object: &Value, include: IncludeObject, now: OffsetD
     cells.extend(resource.columns.iter().filter(|c| !c.after_age).map(cell));
     cells.push(json!(age(object, now)));
     cells.extend(resource.columns.iter().filter(|c| c.after_age).map(cell));
+    row_with(cells, object, include)
+}
+
+/// A row of `cells` carrying what `include` asks of `object`.
+fn row_with(cells: Vec<Value>, object: &Value, include: IncludeObject) -> Value {
     let mut row = json!({ "cells": cells });
     match include {
         IncludeObject::None => {}

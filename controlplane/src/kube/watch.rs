@@ -8,8 +8,8 @@
 //! change that makes an object start or stop matching the selectors is sent as ADDED or
 //! DELETED. History lost to compaction ends the stream with an ERROR event carrying a `410
 //! Expired` Status. Bookmarks (`allowWatchBookmarks=true`) are sent only when every earlier
-//! event was. The stream ends at `timeoutSeconds` (at most 30 minutes) or when the client
-//! goes away, and its watcher is removed with it.
+//! event was. The stream ends at `timeoutSeconds` (at most 30 minutes), when the client goes
+//! away (its watcher is removed with it), or, for a custom resource, when its CRD is deleted.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -19,9 +19,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame};
 use raftstore::pb::mvccpb::{event::EventType, Event, KeyValue};
-use raftstore::watch::{WatchCreate, WatchMessage};
+use raftstore::watch::{Delivery, WatchCreate, WatchMessage};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
+
+use super::datastore::Feed;
 use tokio::sync::mpsc;
 
 use super::object;
@@ -146,11 +148,32 @@ async fn stream_events(
             ..Default::default()
         })
         .await?;
+    // A custom resource's watch ends when its CRD is deleted, as kube-apiserver's does.
+    let mut definition = match super::crd::definition_key(spec.resource) {
+        Some(key) => Some(
+            store
+                .data
+                .watch(WatchCreate {
+                    key: key.into_bytes(),
+                    start_revision: after + 1,
+                    no_put: true,
+                    ..Default::default()
+                })
+                .await?,
+        ),
+        None => None,
+    };
     let mut bookmarks = tokio::time::interval(BOOKMARK_INTERVAL);
     bookmarks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let delivery = tokio::select! {
             biased;
+            deleted = next_of(&mut definition) => {
+                if matches!(deleted.message, WatchMessage::Events { .. }) {
+                    return Ok(());
+                }
+                continue;
+            }
             delivery = feed.next() => delivery,
             _ = bookmarks.tick(), if spec.bookmarks => {
                 feed.request_progress();
@@ -193,6 +216,14 @@ async fn stream_events(
     }
 }
 
+/// The next delivery of `feed`; never, when there is none.
+async fn next_of(feed: &mut Option<Feed>) -> Delivery {
+    match feed {
+        Some(feed) => feed.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The watch event of a store event, as kube's etcd3 watcher decides it.
 fn translate(spec: &WatchSpec, event: &Event) -> Option<(&'static str, Value)> {
     let kv = event.kv.as_ref()?;
@@ -215,7 +246,13 @@ fn translate(spec: &WatchSpec, event: &Event) -> Option<(&'static str, Value)> {
 }
 
 /// Sends one event; false when the client is gone.
-async fn send(spec: &WatchSpec, sender: &mpsc::Sender<Bytes>, kind: &str, object: Value) -> bool {
+async fn send(
+    spec: &WatchSpec,
+    sender: &mpsc::Sender<Bytes>,
+    kind: &str,
+    mut object: Value,
+) -> bool {
+    super::crd::serve_as(spec.resource, &mut object);
     let object = match spec.table {
         None => object,
         Some(include) => {

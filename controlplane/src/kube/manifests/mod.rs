@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use raftstore::node::NodeHandle;
+use crate::kube::datastore::Source;
 use tokio::sync::watch as signal;
 
 use crate::kube::storage::Store;
@@ -81,19 +81,14 @@ struct Deployer {
 
 /// Creates `dir` if needed, waits for the member to serve, then deploys the directory every
 /// [`POLL`] until `stop`.
-pub async fn run(
-    mut serving: signal::Receiver<Option<NodeHandle>>,
-    mut stop: signal::Receiver<bool>,
-    dir: PathBuf,
-) {
+pub async fn run(mut source: Source, mut stop: signal::Receiver<bool>, dir: PathBuf) {
     if let Err(error) = std::fs::create_dir_all(&dir) {
         tracing::warn!(dir = %dir.display(), %error, "cannot create the manifests directory");
     }
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-    let Some(handle) = crate::server::serving_member(&mut serving, &mut stop).await else {
+    let Some(store) = source.serving(&mut stop).await else {
         return;
     };
-    let store = Store { handle };
     // The default namespaces are created beside this task; objects bound for them would
     // fail the first pass.
     for _ in 0..NAMESPACE_WAITS {
