@@ -27,7 +27,7 @@ use etcd_api::pb::etcdserverpb::{
 };
 use tonic::transport::{Channel, Endpoint};
 
-use crate::history::{Observed, Request, Response};
+use crate::history::{Observed, Page, Request, Response};
 use crate::member::CLIENT_PORT;
 use crate::net::TurmoilNet;
 
@@ -35,6 +35,9 @@ use crate::net::TurmoilNet;
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a ping may go unanswered before the connection is closed.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The most pages one paginated list reads.
+pub const MAX_PAGES: usize = 64;
 
 /// Channels from one client to every member.
 #[derive(Clone)]
@@ -255,7 +258,106 @@ impl EtcdClient {
                     found,
                 })
             }
+            Request::CompareAndDelete { key, expected } => {
+                let key = key.clone().into_bytes();
+                let response = kv
+                    .txn(TxnRequest {
+                        compare: vec![Compare {
+                            result: CompareResult::Equal as i32,
+                            target: CompareTarget::Mod as i32,
+                            key: key.clone(),
+                            target_union: Some(TargetUnion::ModRevision(*expected)),
+                            ..Default::default()
+                        }],
+                        success: vec![RequestOp {
+                            request: Some(OpRequest::RequestDeleteRange(DeleteRangeRequest {
+                                key: key.clone(),
+                                ..Default::default()
+                            })),
+                        }],
+                        failure: vec![RequestOp {
+                            request: Some(OpRequest::RequestRange(RangeRequest {
+                                key,
+                                ..Default::default()
+                            })),
+                        }],
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                let (deleted, found) =
+                    match response.responses.first().and_then(|r| r.response.as_ref()) {
+                        Some(OpResponse::ResponseDeleteRange(delete)) if response.succeeded => {
+                            (delete.deleted, None)
+                        }
+                        Some(OpResponse::ResponseRange(range)) if !response.succeeded => {
+                            (0, observed(range))
+                        }
+                        _ => (0, None),
+                    };
+                Ok(Response::CompareAndDelete {
+                    revision: header_revision(response.header.as_ref()),
+                    succeeded: response.succeeded,
+                    deleted,
+                    found,
+                })
+            }
+            Request::List { prefix, limit } => self.list(member, prefix, *limit).await,
         }
+    }
+
+    /// kube-apiserver's paginated list of `prefix` on `member`: the first page linearizable,
+    /// every next page from the last key + `\0` at the first page's header revision. Any
+    /// failing page fails the whole list. At most [`MAX_PAGES`] pages are read.
+    async fn list(&self, member: usize, prefix: &str, limit: i64) -> Result<Response, String> {
+        let mut kv = self.kv(member);
+        let range_end = prefix_end(prefix.as_bytes());
+        let mut key = prefix.as_bytes().to_vec();
+        let mut revision = 0;
+        let mut pages = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let response = kv
+                .range(RangeRequest {
+                    key: key.clone(),
+                    range_end: range_end.clone(),
+                    limit,
+                    revision,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|status| describe(&status))?
+                .into_inner();
+            let header = header_revision(response.header.as_ref());
+            if revision == 0 {
+                revision = header;
+            }
+            let page = Page {
+                header,
+                kvs: response
+                    .kvs
+                    .iter()
+                    .map(|kv| {
+                        (
+                            String::from_utf8_lossy(&kv.key).into_owned(),
+                            Observed {
+                                value: String::from_utf8_lossy(&kv.value).into_owned(),
+                                mod_revision: kv.mod_revision,
+                            },
+                        )
+                    })
+                    .collect(),
+                more: response.more,
+            };
+            pages.push(page);
+            match response.kvs.last() {
+                Some(last) if response.more => {
+                    key = last.key.clone();
+                    key.push(0);
+                }
+                _ => return Ok(Response::List { revision, pages }),
+            }
+        }
+        Err(format!("the list of {prefix:?} had more than {MAX_PAGES} pages"))
     }
 
     /// Maintenance.HashKV of `member` at `revision` (0: its current revision).
@@ -274,6 +376,18 @@ fn describe(status: &tonic::Status) -> String {
 
 fn header_revision(header: Option<&etcd_api::pb::etcdserverpb::ResponseHeader>) -> i64 {
     header.map_or(0, |h| h.revision)
+}
+
+/// The end of the range of keys starting with `prefix` (etcd's prefix range end).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 fn observed(response: &RangeResponse) -> Option<Observed> {

@@ -39,6 +39,18 @@ pub enum Request {
         expected: i64,
         value: String,
     },
+    /// kube-apiserver's guaranteed delete: `txn(if mod_revision(key) == expected then
+    /// delete(key) else get(key))`, `expected` being the mod_revision of an earlier read.
+    CompareAndDelete {
+        key: String,
+        expected: i64,
+    },
+    /// kube-apiserver's paginated list: a linearizable range over `prefix` with `limit`, then
+    /// each next page from the last key + `\0` at the first page's header revision.
+    List {
+        prefix: String,
+        limit: i64,
+    },
 }
 
 impl Request {
@@ -47,13 +59,20 @@ impl Request {
             Request::Put { key, .. }
             | Request::Get { key, .. }
             | Request::Delete { key }
-            | Request::CompareAndPut { key, .. } => key,
+            | Request::CompareAndPut { key, .. }
+            | Request::CompareAndDelete { key, .. } => key,
+            Request::List { prefix, .. } => prefix,
         }
     }
 
     /// Whether the request changes the store when it takes effect.
     pub fn writes(&self) -> bool {
-        !matches!(self, Request::Get { .. })
+        !matches!(self, Request::Get { .. } | Request::List { .. })
+    }
+
+    /// Whether the request reads or writes exactly one key (a list reads a prefix).
+    pub fn single_key(&self) -> bool {
+        !matches!(self, Request::List { .. })
     }
 }
 
@@ -78,6 +97,29 @@ pub enum Response {
         /// The else branch's read, when the compare failed.
         found: Option<Observed>,
     },
+    CompareAndDelete {
+        revision: i64,
+        succeeded: bool,
+        /// Keys the then branch deleted (0 when the compare failed).
+        deleted: i64,
+        /// The else branch's read, when the compare failed.
+        found: Option<Observed>,
+    },
+    /// `revision` is the first page's header revision, the one every page was read at.
+    List {
+        revision: i64,
+        pages: Vec<Page>,
+    },
+}
+
+/// One page of a paginated list, as the member answered it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Page {
+    /// The page's response header revision (the member's current one, for later pages).
+    pub header: i64,
+    /// The page's keys in the order returned, with their values and mod_revisions.
+    pub kvs: Vec<(String, Observed)>,
+    pub more: bool,
 }
 
 impl Response {
@@ -86,7 +128,9 @@ impl Response {
             Response::Put { revision }
             | Response::Get { revision, .. }
             | Response::Delete { revision, .. }
-            | Response::CompareAndPut { revision, .. } => *revision,
+            | Response::CompareAndPut { revision, .. }
+            | Response::CompareAndDelete { revision, .. }
+            | Response::List { revision, .. } => *revision,
         }
     }
 
@@ -97,6 +141,10 @@ impl Response {
             Response::Get { .. } => false,
             Response::Delete { deleted, .. } => *deleted > 0,
             Response::CompareAndPut { succeeded, .. } => *succeeded,
+            Response::CompareAndDelete {
+                succeeded, deleted, ..
+            } => *succeeded && *deleted > 0,
+            Response::List { .. } => false,
         }
     }
 }

@@ -1,16 +1,17 @@
 //! The verdict on one simulated run: every checker applied to what the run recorded.
 //!
 //! Guarantee: [`judge`] returns every violation found — linearizability and revision order of
-//! the KV history, raft safety, members disagreeing on a revision, acknowledged writes missing
-//! from the committed history, a client that made no progress once the faults healed, members
-//! that did not converge (or a compact revision that went back), watch guarantees and lease
-//! guarantees — and nothing when the run is correct.
+//! the KV history, paginated lists against the committed history, raft safety, members
+//! disagreeing on a revision, acknowledged writes missing from the committed history, a
+//! client that made no progress once the faults healed, members that did not converge (or a
+//! compact revision that went back), watch guarantees and lease guarantees — and nothing when
+//! the run is correct.
 
 use std::time::Duration;
 
 use crate::archive::Archive;
 use crate::audit::Verdict;
-use crate::check::{check_history, committed, leases, watch};
+use crate::check::{check_history, committed, leases, lists, watch};
 use crate::history::{Operation, Outcome, Request};
 use crate::leases::LeaseRecord;
 use crate::raft_observer::RaftObserver;
@@ -41,6 +42,7 @@ pub fn judge(evidence: &Evidence<'_>) -> Vec<String> {
     violations.extend(evidence.raft.violations.iter().cloned());
     violations.extend(archive.violations.iter().cloned());
     violations.extend(committed::check(operations, &archive.revisions));
+    violations.extend(lists::check(operations, &archive.revisions));
     violations.extend(liveness(
         operations,
         evidence.clients,

@@ -2,9 +2,14 @@
 //! recorded into the [`History`].
 //!
 //! Each step picks, from the client's seeded RNG, a member and one of: put, linearizable get,
-//! serializable get, delete, or kube-apiserver's read-then-update (a linearizable get, then a
-//! txn on the mod_revision it saw). Values are unique (`c<client>-<n>`), so the checkers can
-//! tell every write apart. The client stops invoking at `stop_at` (simulated time).
+//! serializable get, delete, or one of kube-apiserver's own requests: create (a txn on
+//! `mod_revision == 0`), update (a linearizable get, then a txn on the mod_revision it saw),
+//! guaranteed delete (a linearizable get, then a txn deleting on the mod_revision it saw;
+//! nothing when the key was absent), and a paginated list of the keys' common prefix
+//! ([`LIST_LIMIT`] keys a page, every page at the first page's revision). Every txn reads the
+//! key back in its failure branch, as kube-apiserver's etcd3 store does. Values are unique
+//! (`c<client>-<n>`), so the checkers can tell every write apart. The client stops invoking
+//! at `stop_at` (simulated time).
 
 use std::time::Duration;
 
@@ -13,6 +18,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::client::EtcdClient;
 use crate::history::{History, Outcome, Request, Response};
+
+/// Keys a page of a paginated list holds at most (the key set is small: most lists page).
+pub const LIST_LIMIT: i64 = 2;
 
 /// What one client does.
 #[derive(Debug, Clone)]
@@ -38,7 +46,7 @@ pub async fn run_workload(spec: WorkloadSpec, client: EtcdClient, history: Histo
             written += 1;
             format!("c{}-{written}", spec.client)
         };
-        let failed = if roll < 25 {
+        let failed = if roll < 20 {
             let request = Request::Put {
                 key,
                 value: value(),
@@ -46,7 +54,7 @@ pub async fn run_workload(spec: WorkloadSpec, client: EtcdClient, history: Histo
             record(&client, &history, spec.client, member, request)
                 .await
                 .is_none()
-        } else if roll < 45 {
+        } else if roll < 40 {
             let request = Request::Get {
                 key,
                 serializable: false,
@@ -54,7 +62,7 @@ pub async fn run_workload(spec: WorkloadSpec, client: EtcdClient, history: Histo
             record(&client, &history, spec.client, member, request)
                 .await
                 .is_none()
-        } else if roll < 55 {
+        } else if roll < 48 {
             let request = Request::Get {
                 key,
                 serializable: true,
@@ -62,23 +70,50 @@ pub async fn run_workload(spec: WorkloadSpec, client: EtcdClient, history: Histo
             record(&client, &history, spec.client, member, request)
                 .await
                 .is_none()
-        } else if roll < 65 {
+        } else if roll < 55 {
             let request = Request::Delete { key };
             record(&client, &history, spec.client, member, request)
                 .await
                 .is_none()
+        } else if roll < 62 {
+            // kube-apiserver's create: write only if the key does not exist.
+            let request = Request::CompareAndPut {
+                key,
+                expected: 0,
+                value: value(),
+            };
+            record(&client, &history, spec.client, member, request)
+                .await
+                .is_none()
+        } else if roll < 70 {
+            let prefix = common_prefix(&spec.keys);
+            let request = Request::List {
+                prefix,
+                limit: LIST_LIMIT,
+            };
+            record(&client, &history, spec.client, member, request)
+                .await
+                .is_none()
         } else {
-            // kube-apiserver's update: read, then write only if nobody wrote in between.
+            // kube-apiserver's update and delete: read, then write only if nobody wrote in
+            // between.
+            let delete = roll >= 90;
             let read = Request::Get {
                 key: key.clone(),
                 serializable: false,
             };
             match record(&client, &history, spec.client, member, read).await {
+                Some(Response::Get { found: None, .. }) if delete => false,
                 Some(Response::Get { found, .. }) => {
-                    let request = Request::CompareAndPut {
-                        key,
-                        expected: found.map_or(0, |kv| kv.mod_revision),
-                        value: value(),
+                    let expected = found.map_or(0, |kv| kv.mod_revision);
+                    let request = if delete {
+                        Request::CompareAndDelete { key, expected }
+                    } else {
+                        Request::CompareAndPut {
+                            key,
+                            expected,
+                            value: value(),
+                        }
                     };
                     record(&client, &history, spec.client, member, request)
                         .await
@@ -94,6 +129,21 @@ pub async fn run_workload(spec: WorkloadSpec, client: EtcdClient, history: Histo
         };
         tokio::time::sleep(pause).await;
     }
+}
+
+/// The longest prefix all `keys` share (the prefix a kube-apiserver list of them ranges over).
+fn common_prefix(keys: &[String]) -> String {
+    let first = keys.first().map(String::as_str).unwrap_or_default();
+    let mut length = first.len();
+    for key in keys {
+        length = first
+            .bytes()
+            .zip(key.bytes())
+            .take(length)
+            .take_while(|(a, b)| a == b)
+            .count();
+    }
+    first.get(..length).unwrap_or_default().to_string()
 }
 
 /// Executes `request` on `member`, recording its invocation and outcome; returns the response

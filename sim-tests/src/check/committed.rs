@@ -3,7 +3,7 @@
 //!
 //! Guarantees checked:
 //! - an acknowledged put or successful compare-and-put of `key` at revision `R` is archived as
-//!   a PUT of `key` with that value at `R`; an acknowledged delete (that deleted) as a DELETE;
+//!   a PUT of `key` with that value at `R`; an acknowledged delete or compare-and-delete (that deleted) as a DELETE;
 //! - every main revision from 2 to the last archived one was held by some member (a hole means
 //!   a revision was lost, or the archive missed it — either way the watch checks would be
 //!   judged against a wrong history).
@@ -29,8 +29,10 @@ pub fn check(operations: &[Operation], archive: &BTreeMap<i64, Vec<Event>>) -> V
             Request::Put { value, .. } | Request::CompareAndPut { value, .. } => {
                 (EventKind::Put, Some(value.as_str()))
             }
-            Request::Delete { .. } => (EventKind::Delete, None),
-            Request::Get { .. } => continue,
+            Request::Delete { .. } | Request::CompareAndDelete { .. } => {
+                (EventKind::Delete, None)
+            }
+            Request::Get { .. } | Request::List { .. } => continue,
         };
         let archived = archive
             .get(&revision)

@@ -4,13 +4,16 @@
 //! ([`wgl`] over the [`register`] model; etcd keys are independent registers, and
 //! linearizability is compositional, so each key is checked alone), then the cross-key
 //! revision checks of [`revisions`]. Serializable reads are left out of the linearizability
-//! check (they may be stale by design) and judged by the revision checks instead.
+//! check (they may be stale by design) and judged by the revision checks instead; so are
+//! kube-apiserver's paginated lists, which span keys: [`lists`] judges each against the
+//! archive's snapshot at its revision, the revision checks their place in real time.
 //! [`committed`] (no acknowledged write missing from the committed history), [`watch`]
-//! (etcd's watch guarantees) and [`leases`] (no early expiry, revokes and ends) judge against
+//! (etcd's watch guarantees), [`lists`] and [`leases`] (no early expiry, revokes and ends) judge against
 //! the archive of committed changes; the run calls them.
 
 pub mod committed;
 pub mod leases;
+pub mod lists;
 pub mod register;
 pub mod revisions;
 pub mod watch;
@@ -32,13 +35,16 @@ pub fn check_history(operations: &[Operation]) -> Vec<String> {
 fn linearizability(operations: &[Operation]) -> Vec<String> {
     let mut by_key: BTreeMap<&str, Vec<(usize, Timed<KeyOp>)>> = BTreeMap::new();
     for (index, operation) in operations.iter().enumerate() {
-        if matches!(
-            operation.request,
-            Request::Get {
-                serializable: true,
-                ..
-            }
-        ) {
+        // Serializable reads may be stale; lists span keys: the revision checks judge both.
+        if !operation.request.single_key()
+            || matches!(
+                operation.request,
+                Request::Get {
+                    serializable: true,
+                    ..
+                }
+            )
+        {
             continue;
         }
         let op = KeyOp::new(operation.request.clone(), operation.outcome.as_ref());

@@ -4,7 +4,9 @@
 //! Guarantees of the model (what a linearizable etcd must satisfy per key): a read returns the
 //! value and mod_revision of the latest write before it; a delete reports a deletion exactly
 //! when the key exists; a compare-and-put succeeds exactly when the key's mod_revision (0 when
-//! absent) equals the expected one; the revisions of a key's successive writes grow. A write
+//! absent) equals the expected one, and so does a compare-and-delete (which then deletes the
+//! key, so it existed); a failed compare reads back a key whose mod_revision differs; the
+//! revisions of a key's successive writes grow. A write
 //! whose outcome is unknown leaves its revision unknown until a read reveals it.
 
 use super::wgl::Model;
@@ -121,8 +123,8 @@ impl Model for KeyRegister {
                 }),
             ) => {
                 if *succeeded {
-                    match current_mod_revision(state) {
-                        Some(current) if current != *expected => None,
+                    match compare(state, *expected) {
+                        Some(false) => None,
                         _ => written(state, Some(value), *revision),
                     }
                 } else {
@@ -137,18 +139,60 @@ impl Model for KeyRegister {
                 },
                 None,
             ) => {
-                return match current_mod_revision(state) {
-                    Some(current) if current == *expected => {
-                        vec![written_unknown(state, Some(value))]
-                    }
-                    Some(_) => vec![state.clone()],
+                return match compare(state, *expected) {
+                    Some(true) => vec![written_unknown(state, Some(value))],
+                    Some(false) => vec![state.clone()],
                     None => vec![state.clone(), written_unknown(state, Some(value))],
+                };
+            }
+            (
+                Request::CompareAndDelete { expected, .. },
+                Some(Response::CompareAndDelete {
+                    revision,
+                    succeeded,
+                    deleted,
+                    found,
+                }),
+            ) => {
+                if *succeeded {
+                    match (compare(state, *expected), &state.current, *deleted) {
+                        (Some(false), _, _) => None,
+                        (_, Some(_), 1) => written(state, None, *revision),
+                        (_, None, 0) => Some(state.clone()),
+                        _ => None,
+                    }
+                } else {
+                    observe(state, found).filter(|seen| {
+                        current_mod_revision(seen).is_none_or(|current| current != *expected)
+                    })
+                }
+            }
+            (Request::CompareAndDelete { expected, .. }, None) => {
+                return match compare(state, *expected) {
+                    Some(true) => vec![written_unknown(state, None)],
+                    Some(false) => vec![state.clone()],
+                    None => vec![state.clone(), written_unknown(state, None)],
                 };
             }
             // A response of another kind than the request: impossible.
             _ => None,
         };
         next.into_iter().collect()
+    }
+}
+
+/// Whether the key's mod_revision (0 when absent) equals `expected`, if that is known: a key
+/// written by an operation of unknown result exists, so its mod_revision is not 0.
+fn compare(state: &KeyState, expected: i64) -> Option<bool> {
+    match &state.current {
+        None => Some(expected == 0),
+        Some(Value {
+            mod_revision: Some(current),
+            ..
+        }) => Some(*current == expected),
+        Some(Value {
+            mod_revision: None, ..
+        }) => (expected == 0).then_some(false),
     }
 }
 
@@ -242,5 +286,32 @@ mod tests {
         assert!(apply(&[put("a", Some(2)), cas(3, true)]).is_empty());
         assert_eq!(apply(&[put("a", Some(2)), cas(3, false)]).len(), 1);
         assert!(apply(&[put("a", Some(2)), cas(2, false)]).is_empty());
+    }
+
+    #[test]
+    fn compare_and_delete_deletes_exactly_on_the_expected_revision() {
+        let cad = |expected, succeeded| KeyOp {
+            request: Request::CompareAndDelete {
+                key: "k".into(),
+                expected,
+            },
+            response: Some(Response::CompareAndDelete {
+                revision: 10,
+                succeeded,
+                deleted: i64::from(succeeded),
+                found: (!succeeded).then(|| Observed {
+                    value: "a".into(),
+                    mod_revision: 2,
+                }),
+            }),
+        };
+        let deleted = apply(&[put("a", Some(2)), cad(2, true)]);
+        assert_eq!(deleted.len(), 1);
+        assert_eq!(deleted[0].current, None);
+        assert!(apply(&[put("a", Some(2)), cad(3, true)]).is_empty());
+        assert_eq!(apply(&[put("a", Some(2)), cad(3, false)]).len(), 1);
+        assert!(apply(&[put("a", Some(2)), cad(2, false)]).is_empty());
+        assert!(apply(&[put("a", Some(2)), cad(2, true), get(Some(("a", 2)))]).is_empty());
+        assert_eq!(apply(&[put("a", Some(2)), cad(2, true), get(None)]).len(), 1);
     }
 }

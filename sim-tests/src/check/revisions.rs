@@ -7,7 +7,8 @@
 //!   which may be stale, are exempt;
 //! - every read (serializable ones included) is a snapshot: the value it returned at header
 //!   revision `H` is the one the latest change to its key at or below `H` wrote, as far as the
-//!   acknowledged changes tell.
+//!   acknowledged changes tell (a paginated list's pages are judged by
+//!   [`lists`](super::lists) against the archive).
 
 use std::collections::BTreeMap;
 
@@ -134,6 +135,12 @@ fn snapshots(
                 revision,
                 succeeded: false,
                 found,
+            })
+            | Some(Response::CompareAndDelete {
+                revision,
+                succeeded: false,
+                found,
+                ..
             }) => (*revision, found),
             _ => continue,
         };
@@ -180,7 +187,10 @@ fn snapshots(
                 let unknown_delete = operations.iter().any(|other| {
                     other.response().is_none()
                         && other.request.key() == key
-                        && matches!(other.request, Request::Delete { .. })
+                        && matches!(
+                            other.request,
+                            Request::Delete { .. } | Request::CompareAndDelete { .. }
+                        )
                 });
                 if !unknown_delete {
                     violations.push(describe(format!(
