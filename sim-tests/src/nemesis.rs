@@ -2,7 +2,8 @@
 //!
 //! During the safety phase it applies one fault at a time for a random duration, with a random
 //! pause between faults: a symmetric partition (a random minority cut off from the rest),
-//! isolating the current leader, crashing a member (the leader or another) and restarting it
+//! isolating the current leader, a one-way partition (the leader or a random minority on one
+//! side, the other members on the other, and only one direction cut), crashing a member (the leader or another) and restarting it
 //! later with its unsynced writes lost, raising network latency, pausing a member (the leader
 //! or another), transferring leadership, compacting under load, or replacing a member (the
 //! leader or another: it crashes, its disk is wiped, and the operator removes its member, adds
@@ -19,6 +20,19 @@
 //! Partitions hold messages rather than drop them: turmoil's TCP does not retransmit, so a
 //! dropped segment would stall a connection forever, which real TCP (retransmitting until the
 //! network heals) never does. Held messages model exactly that retransmission.
+//!
+//! One-way partitions hold one direction only. turmoil 0.7 holds a link both ways (and its
+//! one-way partition drops, with the stall above), so the direction is cut at the sockets by
+//! [`net::cut_oneway`](crate::net::cut_oneway): every connection from a member of the cut
+//! side to one of the other side stops taking bytes to write — what its sender would do
+//! retransmitting into the dead path — and delivers them all when the cut heals, while bytes
+//! the other way keep arriving. This is an approximation of real TCP in three ways, each
+//! noted: connecting succeeds in both directions (real TCP's handshake would stall, as the
+//! SYN or SYN-ACK is lost); the far side keeps sending without the acknowledgements it would
+//! stall on once its send window filled (so a one-way cut stays one-way for as long as it
+//! lasts, which is the fault being tested, not TCP's eventual two-way stall); and a
+//! connection the cut side drops (HTTP/2 keepalive gives up) still tells the far side it
+//! ended, as its FIN is not held.
 
 use std::time::Duration;
 
@@ -38,6 +52,8 @@ enum Undo {
     },
     Restart(usize),
     Latency,
+    /// A one-way partition: end every cut.
+    HealOneway,
     Resume(String),
     /// A replacement, which the operator and [`Nemesis::tick`] finish: nothing to undo.
     Replaced,
@@ -74,6 +90,8 @@ impl Nemesis {
         hosts: Vec<String>,
         admin: AdminQueue,
     ) -> Self {
+        // A simulation that broke on this thread may have left a cut behind.
+        crate::net::heal_oneway();
         Self {
             rng: StdRng::seed_from_u64(seed ^ 0x006e_656d_6573_6973),
             start_at,
@@ -216,6 +234,37 @@ impl Nemesis {
                 }
                 Undo::Nothing
             }
+            8 => {
+                let one_side = match cluster.leader() {
+                    Some(leader) if self.rng.gen_bool(0.5) => vec![leader],
+                    _ => {
+                        let minority = self.rng.gen_range(1..=(size - 1) / 2);
+                        let mut shuffled = members.clone();
+                        shuffled.shuffle(&mut self.rng);
+                        shuffled.truncate(minority);
+                        shuffled
+                    }
+                };
+                let other_side: Vec<usize> = members
+                    .into_iter()
+                    .filter(|member| !one_side.contains(member))
+                    .collect();
+                let (from, to) = if self.rng.gen_bool(0.5) {
+                    (one_side, other_side)
+                } else {
+                    (other_side, one_side)
+                };
+                self.log.push(format!("{at}ms one-way cut {from:?} -> {to:?}"));
+                for x in &from {
+                    for y in &to {
+                        crate::net::cut_oneway(
+                            sim.lookup(cluster.names[*x].as_str()),
+                            sim.lookup(cluster.names[*y].as_str()),
+                        );
+                    }
+                }
+                Undo::HealOneway
+            }
             9 => {
                 let victim = match cluster.leader() {
                     Some(leader) if self.rng.gen_bool(0.5) => leader,
@@ -286,6 +335,10 @@ impl Nemesis {
             Undo::Latency => {
                 sim.set_max_message_latency(self.base_latency);
                 self.log.push(format!("{at}ms latency back"));
+            }
+            Undo::HealOneway => {
+                crate::net::heal_oneway();
+                self.log.push(format!("{at}ms heal one-way cut"));
             }
             Undo::Resume(name) => {
                 for other in self.hosts.iter().filter(|host| **host != name) {

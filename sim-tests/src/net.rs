@@ -3,11 +3,24 @@
 //! Every socket of a simulated member or client is made here, so all its traffic goes through
 //! turmoil's network (latency, holds, crashes) and its clock. Host names (`m1`, `c2`, ...) are
 //! resolved by turmoil's DNS. Nothing binds a real socket.
+//!
+//! One-way cuts: turmoil 0.7 can only hold a link in both directions (its one-way partition
+//! drops, which its TCP does not survive), so the direction is cut here, at the sockets.
+//! While [`cut_oneway`]`(a, b)` holds, every socket of host `a` connected to host `b` —
+//! dialled or accepted — accepts no more bytes to write (nor its shutdown): its writer waits,
+//! re-checking every [`CUT_RECHECK`] of simulated time, as a TCP sender retransmitting into
+//! a dead path would, and its bytes flow once [`heal_oneway`] ends the cut. Bytes from `b` to
+//! `a` keep flowing. The cuts live in the simulating thread (turmoil runs every host on it),
+//! so concurrent simulations on other threads do not see them.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use etcd_api::Net;
 use futures::Stream;
@@ -19,9 +32,69 @@ use turmoil::net::{TcpListener, TcpStream};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TurmoilNet;
 
-/// An accepted simulated connection (a turmoil stream tonic's server can take).
+/// How often a writer held by a one-way cut looks again (simulated time).
+pub const CUT_RECHECK: Duration = Duration::from_millis(10);
+
+thread_local! {
+    /// The directed (from, to) host pairs whose bytes are held.
+    static CUTS: RefCell<BTreeSet<(IpAddr, IpAddr)>> = const { RefCell::new(BTreeSet::new()) };
+}
+
+/// Holds every byte host `from` writes to host `to` until [`heal_oneway`].
+pub fn cut_oneway(from: IpAddr, to: IpAddr) {
+    CUTS.with(|cuts| cuts.borrow_mut().insert((from, to)));
+}
+
+/// Ends every one-way cut: held writers write again.
+pub fn heal_oneway() {
+    CUTS.with(|cuts| cuts.borrow_mut().clear());
+}
+
+fn is_cut(from: IpAddr, to: IpAddr) -> bool {
+    CUTS.with(|cuts| cuts.borrow().contains(&(from, to)))
+}
+
+/// A simulated connection, dialled or accepted (a turmoil stream tonic can take), whose
+/// writes wait while a one-way cut holds its direction.
 #[derive(Debug)]
-pub struct SimConn(TcpStream);
+pub struct SimConn {
+    stream: TcpStream,
+    /// (this host, the peer), when known.
+    route: Option<(IpAddr, IpAddr)>,
+    recheck: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl SimConn {
+    fn new(stream: TcpStream) -> Self {
+        let route = match (stream.local_addr(), stream.peer_addr()) {
+            (Ok(local), Ok(peer)) => Some((local.ip(), peer.ip())),
+            _ => None,
+        };
+        Self {
+            stream,
+            route,
+            recheck: None,
+        }
+    }
+
+    /// Ready once no cut holds this connection's outgoing direction.
+    fn poll_uncut(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match self.route {
+                Some((from, to)) if is_cut(from, to) => {}
+                _ => {
+                    self.recheck = None;
+                    return Poll::Ready(());
+                }
+            }
+            let recheck = self
+                .recheck
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(CUT_RECHECK)));
+            ready!(recheck.as_mut().poll(cx));
+            self.recheck = None;
+        }
+    }
+}
 
 /// Where an accepted connection came from.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +107,7 @@ impl Connected for SimConn {
 
     fn connect_info(&self) -> SimConnectInfo {
         SimConnectInfo {
-            remote_addr: self.0.peer_addr().ok(),
+            remote_addr: self.stream.peer_addr().ok(),
         }
     }
 }
@@ -45,7 +118,7 @@ impl AsyncRead for SimConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
     }
 }
 
@@ -55,15 +128,19 @@ impl AsyncWrite for SimConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+        let this = self.get_mut();
+        ready!(this.poll_uncut(cx));
+        Pin::new(&mut this.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+        let this = self.get_mut();
+        ready!(this.poll_uncut(cx));
+        Pin::new(&mut this.stream).poll_shutdown(cx)
     }
 }
 
@@ -73,20 +150,23 @@ pub type SimIncoming = Pin<Box<dyn Stream<Item = io::Result<SimConn>> + Send>>;
 impl Net for TurmoilNet {
     type Conn = SimConn;
     type Incoming = SimIncoming;
-    type Stream = TcpStream;
+    type Stream = SimConn;
 
     async fn listen(&self, addr: SocketAddr) -> io::Result<SimIncoming> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Box::pin(futures::stream::unfold(
             listener,
             |listener| async move {
-                let accepted = listener.accept().await.map(|(stream, _)| SimConn(stream));
+                let accepted = listener
+                    .accept()
+                    .await
+                    .map(|(stream, _)| SimConn::new(stream));
                 Some((accepted, listener))
             },
         )))
     }
 
-    async fn connect(&self, host: String, port: u16) -> io::Result<TcpStream> {
-        TcpStream::connect((host, port)).await
+    async fn connect(&self, host: String, port: u16) -> io::Result<SimConn> {
+        TcpStream::connect((host, port)).await.map(SimConn::new)
     }
 }
