@@ -357,7 +357,9 @@ impl EtcdClient {
                 _ => return Ok(Response::List { revision, pages }),
             }
         }
-        Err(format!("the list of {prefix:?} had more than {MAX_PAGES} pages"))
+        Err(format!(
+            "the list of {prefix:?} had more than {MAX_PAGES} pages"
+        ))
     }
 
     /// Maintenance.HashKV of `member` at `revision` (0: its current revision).

@@ -254,7 +254,8 @@ impl Nemesis {
                 } else {
                     (other_side, one_side)
                 };
-                self.log.push(format!("{at}ms one-way cut {from:?} -> {to:?}"));
+                self.log
+                    .push(format!("{at}ms one-way cut {from:?} -> {to:?}"));
                 for x in &from {
                     for y in &to {
                         crate::net::cut_oneway(

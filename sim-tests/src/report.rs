@@ -1,6 +1,6 @@
 //! `SimReport`: what one simulated seed did and what its checkers found.
 
-use crate::history::Operation;
+use crate::history::{Operation, Response};
 use crate::watch_log::{Reply, WatchRecord};
 
 /// The outcome of one simulation.
@@ -62,14 +62,24 @@ impl SimReport {
 
     /// A short account, for logs and failure messages.
     pub fn summary(&self) -> String {
+        let (lists, pages) = self
+            .history
+            .iter()
+            .filter_map(|operation| match operation.response() {
+                Some(Response::List { pages, .. }) => Some(pages.len()),
+                _ => None,
+            })
+            .fold((0, 0), |(lists, pages), more| (lists + 1, pages + more));
         format!(
-            "seed {}: {} operations ({} ok, {} unknown), {} watches ({} streams, {} events), \
-             {} leases ({} revoked), {} faults ({} replacements), {} raft snapshots installed, \
-             trace {:016x}, {} violations",
+            "seed {}: {} operations ({} ok, {} unknown; {} paged lists, {} pages), {} watches \
+             ({} streams, {} events), {} leases ({} revoked), {} faults ({} replacements), {} \
+             raft snapshots installed, trace {:016x}, {} violations",
             self.seed,
             self.operations,
             self.succeeded,
             self.unknown,
+            lists,
+            pages,
             self.watches,
             self.watch_streams,
             self.watch_events,

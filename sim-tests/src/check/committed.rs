@@ -29,9 +29,7 @@ pub fn check(operations: &[Operation], archive: &BTreeMap<i64, Vec<Event>>) -> V
             Request::Put { value, .. } | Request::CompareAndPut { value, .. } => {
                 (EventKind::Put, Some(value.as_str()))
             }
-            Request::Delete { .. } | Request::CompareAndDelete { .. } => {
-                (EventKind::Delete, None)
-            }
+            Request::Delete { .. } | Request::CompareAndDelete { .. } => (EventKind::Delete, None),
             Request::Get { .. } | Request::List { .. } => continue,
         };
         let archived = archive

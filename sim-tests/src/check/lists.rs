@@ -64,7 +64,10 @@ pub fn check(operations: &[Operation], archive: &BTreeMap<i64, Vec<Event>>) -> V
             if page.header < revision {
                 violate(
                     "paged",
-                    format!("page {number} was answered at header revision {}", page.header),
+                    format!(
+                        "page {number} was answered at header revision {}",
+                        page.header
+                    ),
                 );
             }
             for (key, seen) in &page.kvs {
@@ -81,7 +84,9 @@ pub fn check(operations: &[Operation], archive: &BTreeMap<i64, Vec<Event>>) -> V
                 if seen.mod_revision > revision {
                     violate(
                         "snapshot",
-                        format!("page {number} returns {key:?} {seen:?}, above the list's revision"),
+                        format!(
+                            "page {number} returns {key:?} {seen:?}, above the list's revision"
+                        ),
                     );
                 }
                 listed.insert(key, seen);

@@ -312,6 +312,9 @@ mod tests {
         assert_eq!(apply(&[put("a", Some(2)), cad(3, false)]).len(), 1);
         assert!(apply(&[put("a", Some(2)), cad(2, false)]).is_empty());
         assert!(apply(&[put("a", Some(2)), cad(2, true), get(Some(("a", 2)))]).is_empty());
-        assert_eq!(apply(&[put("a", Some(2)), cad(2, true), get(None)]).len(), 1);
+        assert_eq!(
+            apply(&[put("a", Some(2)), cad(2, true), get(None)]).len(),
+            1
+        );
     }
 }
