@@ -170,3 +170,77 @@ impl Net for TurmoilNet {
         TcpStream::connect((host, port)).await.map(SimConn::new)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    use futures::StreamExt;
+    use parking_lot::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// (what, simulated time) of each byte a host received.
+    type Arrivals = Arc<Mutex<Vec<(&'static str, Duration)>>>;
+
+    fn arrived(arrivals: &Arrivals, what: &'static str) {
+        arrivals
+            .lock()
+            .push((what, turmoil::sim_elapsed().unwrap_or_default()));
+    }
+
+    #[test]
+    fn a_one_way_cut_holds_one_direction_until_it_heals() -> turmoil::Result {
+        heal_oneway();
+        let mut sim = turmoil::Builder::new().build();
+        let arrivals = Arrivals::default();
+        let server_arrivals = arrivals.clone();
+        sim.host("server", move || {
+            let arrivals = server_arrivals.clone();
+            async move {
+                let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 9000));
+                let mut incoming = TurmoilNet.listen(address).await?;
+                if let Some(conn) = incoming.next().await {
+                    let mut conn = conn?;
+                    conn.read_u8().await?;
+                    arrived(&arrivals, "client's byte at the server");
+                    conn.write_all(b"s").await?;
+                }
+                Ok(())
+            }
+        });
+        let client_arrivals = arrivals.clone();
+        sim.client("client", async move {
+            let mut conn = TurmoilNet.connect("server".to_string(), 9000).await?;
+            conn.write_all(b"c").await?;
+            conn.read_u8().await?;
+            arrived(&client_arrivals, "server's byte at the client");
+            Ok(())
+        });
+        cut_oneway(sim.lookup("server"), sim.lookup("client"));
+        let cut_for = Duration::from_secs(1);
+        for _ in 0..10_000 {
+            if sim.elapsed() >= cut_for {
+                break;
+            }
+            sim.step()?;
+        }
+        assert_eq!(
+            arrivals
+                .lock()
+                .iter()
+                .map(|(what, _)| *what)
+                .collect::<Vec<_>>(),
+            ["client's byte at the server"],
+            "the client's bytes flow while the server's are held"
+        );
+        heal_oneway();
+        sim.run()?;
+        let arrivals = arrivals.lock();
+        assert_eq!(arrivals.len(), 2, "{arrivals:?}");
+        assert!(arrivals[1].1 >= cut_for, "{arrivals:?}");
+        Ok(())
+    }
+}
