@@ -5,14 +5,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::k3rs_server::{K3rsServer, Ports};
+use common::output_watch::OutputWatch;
 use serde_json::Value;
 use tokio::time::{sleep, Instant};
 
@@ -549,49 +549,16 @@ async fn kubectl_gets_kube_apiserver_s_errors() {
 async fn kubectl_get_watch_sees_changes_as_they_happen() {
     let cluster = Cluster::start("kube-3").await;
     cluster.kubectl_ok(&["create", "configmap", "before", "--from-literal=a=0"]);
-    let mut child = cluster
-        .kubectl_command(&[
-            "get",
-            "configmaps",
-            "--watch",
-            "-o",
-            "jsonpath={.metadata.name}={.data.a}{\"\\n\"}",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running kubectl get -w");
-    let seen = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let seen = seen.clone();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                seen.lock().expect("lock").push_str(&format!("{line}\n"));
-            }
-        })
-    };
-    let wait_for = |wanted: &'static str| {
-        let seen = seen.clone();
-        async move {
-            let deadline = Instant::now() + EVENT_WAIT;
-            loop {
-                if seen.lock().expect("lock").contains(wanted) {
-                    return;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "kubectl get -w did not print {wanted:?}: {}",
-                    seen.lock().expect("lock")
-                );
-                sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    wait_for("before=0\n").await;
+    let watch = OutputWatch::spawn(cluster.kubectl_command(&[
+        "get",
+        "configmaps",
+        "--watch",
+        "-o",
+        "jsonpath={.metadata.name}={.data.a}{\"\\n\"}",
+    ]));
+    watch.wait_for("before=0\n", EVENT_WAIT).await;
     cluster.kubectl_ok(&["create", "configmap", "during", "--from-literal=a=1"]);
-    wait_for("during=1\n").await;
+    watch.wait_for("during=1\n", EVENT_WAIT).await;
     cluster.kubectl_ok(&[
         "patch",
         "configmap",
@@ -599,10 +566,8 @@ async fn kubectl_get_watch_sees_changes_as_they_happen() {
         "-p",
         r#"{"data":{"a":"2"}}"#,
     ]);
-    wait_for("during=2\n").await;
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = reader.join();
+    watch.wait_for("during=2\n", EVENT_WAIT).await;
+    drop(watch);
 
     // The raw stream: ADDED, MODIFIED, DELETED from a resourceVersion.
     let (_, list) = cluster.api(&[], "/api/v1/namespaces/default/configmaps");
@@ -901,8 +866,8 @@ async fn a_joined_server_serves_the_same_api_to_the_same_kubeconfig() {
 
     // `kubectl get -w` through the third server sees a write made through the second.
     let on_third = ["--server", &third.supervisor_url()];
-    let mut watcher = cluster
-        .kubectl_command(
+    let watch = OutputWatch::spawn(
+        cluster.kubectl_command(
             &[
                 &on_third[..],
                 &[
@@ -914,37 +879,9 @@ async fn a_joined_server_serves_the_same_api_to_the_same_kubeconfig() {
                 ],
             ]
             .concat(),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running kubectl get -w");
-    let seen = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let seen = seen.clone();
-        let stdout = watcher.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                seen.lock().expect("lock").push_str(&format!("{line}\n"));
-            }
-        })
-    };
-    let wait_for = |wanted: &'static str| {
-        let seen = seen.clone();
-        async move {
-            let deadline = Instant::now() + EVENT_WAIT;
-            while !seen.lock().expect("lock").contains(wanted) {
-                assert!(
-                    Instant::now() < deadline,
-                    "kubectl get -w on the third server did not print {wanted:?}: {}",
-                    seen.lock().expect("lock")
-                );
-                sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    wait_for("shared=1\n").await;
+        ),
+    );
+    watch.wait_for("shared=1\n", EVENT_WAIT).await;
     cluster.kubectl_ok(
         &[
             &on_second[..],
@@ -952,10 +889,8 @@ async fn a_joined_server_serves_the_same_api_to_the_same_kubeconfig() {
         ]
         .concat(),
     );
-    wait_for("across=7\n").await;
-    let _ = watcher.kill();
-    let _ = watcher.wait();
-    let _ = reader.join();
+    watch.wait_for("across=7\n", EVENT_WAIT).await;
+    drop(watch);
 
     // Deleting the second server's node removes its etcd member, as k3s does.
     let members = cluster.server.etcdctl_ok(&["member", "list"]);

@@ -5,13 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::k3rs_server::{K3rsServer, Ports};
+use common::output_watch::OutputWatch;
 use common::s3_server::S3Server;
 use common::snapshot_cli::{save, snapshot_ok};
 use tokio::time::{sleep, Instant};
@@ -326,44 +326,14 @@ async fn kubectl_uses_a_crd_s_resources_like_built_in_ones() {
     );
 
     // kubectl get -w sees a change.
-    let mut child = kubectl
-        .command(&[
-            "get",
-            "crontabs",
-            "--watch",
-            "-o",
-            "jsonpath={.metadata.name}={.spec.image}{\"\\n\"}",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running kubectl get -w");
-    let seen = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let seen = seen.clone();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                seen.lock().expect("lock").push_str(&format!("{line}\n"));
-            }
-        })
-    };
-    let wait_for = |wanted: &'static str| {
-        let seen = seen.clone();
-        async move {
-            let deadline = Instant::now() + EVENT_WAIT;
-            while !seen.lock().expect("lock").contains(wanted) {
-                assert!(
-                    Instant::now() < deadline,
-                    "kubectl get -w did not print {wanted:?}: {}",
-                    seen.lock().expect("lock")
-                );
-                sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    wait_for("my-cron=image-c\n").await;
+    let watch = OutputWatch::spawn(kubectl.command(&[
+        "get",
+        "crontabs",
+        "--watch",
+        "-o",
+        "jsonpath={.metadata.name}={.spec.image}{\"\\n\"}",
+    ]));
+    watch.wait_for("my-cron=image-c\n", EVENT_WAIT).await;
     kubectl.ok(&[
         "patch",
         "ct",
@@ -373,10 +343,8 @@ async fn kubectl_uses_a_crd_s_resources_like_built_in_ones() {
         "-p",
         r#"{"spec":{"image":"image-d"}}"#,
     ]);
-    wait_for("my-cron=image-d\n").await;
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = reader.join();
+    watch.wait_for("my-cron=image-d\n", EVENT_WAIT).await;
+    drop(watch);
 
     // kubectl explain: a built-in kind, one of its fields, the CRD's kind and a field of it.
     let explained = kubectl.ok(&["explain", "configmap"]);

@@ -7,15 +7,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::free_port;
 use common::k3rs_server::{K3rsServer, Ports};
+use common::output_watch::OutputWatch;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
@@ -426,7 +425,7 @@ async fn the_api_keeps_its_objects_in_an_external_etcd_shared_by_two_servers() {
     }
 
     // A watch through the first server sees a write made through the second.
-    let mut watch = kubectl(
+    let watch = OutputWatch::spawn(kubectl(
         home.path(),
         &admin_kubeconfig(&first),
         &[
@@ -436,46 +435,15 @@ async fn the_api_keeps_its_objects_in_an_external_etcd_shared_by_two_servers() {
             "-o",
             "jsonpath={.metadata.name}={.data.a}{\"\\n\"}",
         ],
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("kubectl get -w");
-    let seen = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let seen = seen.clone();
-        let stdout = watch.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                seen.lock().expect("lock").push_str(&format!("{line}\n"));
-            }
-        })
-    };
-    let wait_for = |wanted: &'static str| {
-        let seen = seen.clone();
-        async move {
-            let deadline = Instant::now() + EVENT_WAIT;
-            while !seen.lock().expect("lock").contains(wanted) {
-                assert!(
-                    Instant::now() < deadline,
-                    "kubectl get -w did not print {wanted:?}: {}",
-                    seen.lock().expect("lock")
-                );
-                sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    wait_for("shared=1\n").await;
+    ));
+    watch.wait_for("shared=1\n", EVENT_WAIT).await;
     kubectl_ok(
         home.path(),
         &second,
         &["create", "configmap", "later", "--from-literal=a=7"],
     );
-    wait_for("later=7\n").await;
-    let _ = watch.kill();
-    let _ = watch.wait();
-    let _ = reader.join();
+    watch.wait_for("later=7\n", EVENT_WAIT).await;
+    drop(watch);
 
     // k3rs kubectl: the data dir's admin kubeconfig, arguments and exit codes passed through.
     let data_dir = first.data_dir().display().to_string();

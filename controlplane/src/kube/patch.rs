@@ -1,7 +1,10 @@
 //! The patch formats of `PATCH`: JSON merge patch (RFC 7386), JSON patch (RFC 6902), and
-//! strategic merge patch applied as a merge patch (exact for the map-only kinds served here:
-//! their lists are replaced whole) with its `$`-directives honoured where they matter
-//! (`$patch: delete` / `replace` on a map, `$retainKeys` and `$setElementOrder` ignored).
+//! strategic merge patch: a merge patch whose lists follow the served kinds' patch strategies
+//! ([`MERGE_LISTS`]: Service ports merged by `port`, node addresses and conditions by `type`,
+//! owner references by `uid`, finalizers as a set, ...; every other list is replaced whole, as
+//! kube-apiserver does for atomic lists), with the directives `kubectl apply` sends: `$patch:
+//! delete` / `replace` on a map or a list element, `$setElementOrder/<list>` and
+//! `$deleteFromPrimitiveList/<list>` (`$retainKeys` is ignored).
 //!
 //! Guarantees: a patch that does not apply (bad pointer, failed `test`, malformed operation)
 //! is an error naming the operation, and the target is left as it was.
@@ -29,8 +32,40 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// Applies a strategic merge patch to `target`, as a merge patch with directives.
+/// How a list field merges under a strategic merge patch (kube's `patchStrategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListMerge {
+    /// A list of maps merged element by element on this key (`patchMergeKey`).
+    ByKey(&'static str),
+    /// A list of strings merged as a set.
+    Set,
+}
+
+/// The lists of the served kinds that merge rather than being replaced, by their dotted path
+/// from the object's root (kube's `patchStrategy:"merge"` fields).
+const MERGE_LISTS: &[(&str, ListMerge)] = &[
+    ("metadata.finalizers", ListMerge::Set),
+    ("metadata.ownerReferences", ListMerge::ByKey("uid")),
+    ("spec.ports", ListMerge::ByKey("port")),
+    ("status.addresses", ListMerge::ByKey("type")),
+    ("status.conditions", ListMerge::ByKey("type")),
+    ("secrets", ListMerge::ByKey("name")),
+    ("imagePullSecrets", ListMerge::ByKey("name")),
+];
+
+fn list_merge(path: &str) -> Option<ListMerge> {
+    MERGE_LISTS
+        .iter()
+        .find(|(list, _)| *list == path)
+        .map(|(_, merge)| *merge)
+}
+
+/// Applies a strategic merge patch to `target` (see the module doc).
 pub fn strategic(target: &mut Value, patch: &Value) {
+    strategic_at(target, patch, "");
+}
+
+fn strategic_at(target: &mut Value, patch: &Value, path: &str) {
     let Value::Object(patch_map) = patch else {
         *target = patch.clone();
         return;
@@ -62,12 +97,90 @@ pub fn strategic(target: &mut Value, patch: &Value) {
             target_map.remove(key);
             continue;
         }
+        let field = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
         let slot = target_map.entry(key.clone()).or_insert(Value::Null);
-        strategic(slot, value);
+        match (list_merge(&field), value) {
+            (Some(merge), Value::Array(items)) => merge_list(slot, items, merge, &field),
+            _ => strategic_at(slot, value, &field),
+        }
         if slot.is_null() {
             target_map.remove(key);
         }
     }
+    for (key, value) in patch_map {
+        if let Some(list) = key.strip_prefix("$deleteFromPrimitiveList/") {
+            if let (Some(Value::Array(items)), Value::Array(gone)) =
+                (target_map.get_mut(list), value)
+            {
+                items.retain(|item| !gone.contains(item));
+            }
+        }
+    }
+    for (key, order) in patch_map {
+        if let (Some(list), Value::Array(order)) = (key.strip_prefix("$setElementOrder/"), order) {
+            let merge = list_merge(&if path.is_empty() {
+                list.to_string()
+            } else {
+                format!("{path}.{list}")
+            });
+            if let (Some(Value::Array(items)), Some(merge)) = (target_map.get_mut(list), merge) {
+                set_element_order(items, order, merge);
+            }
+        }
+    }
+}
+
+/// Whether list elements `a` and `b` are the same element under `merge`.
+fn same_element(a: &Value, b: &Value, merge: ListMerge) -> bool {
+    match merge {
+        ListMerge::ByKey(key) => a.get(key).is_some() && a.get(key) == b.get(key),
+        ListMerge::Set => a == b,
+    }
+}
+
+/// Merges patch list `items` into the list in `slot`: elements with a known key are patched
+/// (or deleted by `$patch: delete`), new ones appended, in the patch's order.
+fn merge_list(slot: &mut Value, items: &[Value], merge: ListMerge, path: &str) {
+    if !slot.is_array() {
+        *slot = Value::Array(Vec::new());
+    }
+    let Value::Array(list) = slot else {
+        return;
+    };
+    for item in items {
+        let deleting = item.get("$patch").and_then(Value::as_str) == Some("delete");
+        match list
+            .iter()
+            .position(|existing| same_element(existing, item, merge))
+        {
+            Some(index) if deleting => {
+                list.remove(index);
+            }
+            Some(index) => strategic_at(&mut list[index], item, path),
+            None if deleting => {}
+            None => {
+                let mut added = item.clone();
+                strip_directives(&mut added);
+                list.push(added);
+            }
+        }
+    }
+}
+
+/// Reorders `items` as `order` names them (by merge key); elements it does not name keep
+/// their relative order, after those it does.
+fn set_element_order(items: &mut [Value], order: &[Value], merge: ListMerge) {
+    let rank = |item: &Value| {
+        order
+            .iter()
+            .position(|wanted| same_element(item, wanted, merge))
+            .unwrap_or(order.len())
+    };
+    items.sort_by_key(rank);
 }
 
 fn strip_directives(value: &mut Value) {
@@ -231,6 +344,42 @@ mod tests {
         assert_eq!(
             target,
             json!({"metadata": {"labels": {"b": "2"}}, "data": {"y": "2"}})
+        );
+    }
+
+    #[test]
+    fn strategic_patch_merges_keyed_lists_as_kubectl_apply_expects() {
+        let mut service = json!({"spec": {"ports": [
+            {"name": "http", "port": 80, "targetPort": 8080},
+            {"name": "https", "port": 443}
+        ]}, "metadata": {"finalizers": ["a", "b"]}});
+        // kubectl apply after changing port 443 to 8443 in the file.
+        strategic(
+            &mut service,
+            &json!({"spec": {
+                "$setElementOrder/ports": [{"port": 80}, {"port": 8443}],
+                "ports": [{"name": "https", "port": 8443}, {"$patch": "delete", "port": 443}]
+            }, "metadata": {"$deleteFromPrimitiveList/finalizers": ["a"], "finalizers": ["c"]}}),
+        );
+        assert_eq!(
+            service,
+            json!({"spec": {"ports": [
+                {"name": "http", "port": 80, "targetPort": 8080},
+                {"name": "https", "port": 8443}
+            ]}, "metadata": {"finalizers": ["b", "c"]}})
+        );
+        // An element named by its key is patched in place; an atomic list is replaced whole.
+        let mut node = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]},
+            "spec": {"taints": [{"key": "a"}]}});
+        strategic(
+            &mut node,
+            &json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]},
+                "spec": {"taints": [{"key": "b"}]}}),
+        );
+        assert_eq!(
+            node,
+            json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]},
+                "spec": {"taints": [{"key": "b"}]}})
         );
     }
 
