@@ -469,6 +469,159 @@ async fn kubectl_uses_a_crd_s_resources_like_built_in_ones() {
     assert!(!groups.contains("stable.example.com"), "{groups}");
 }
 
+/// A Service with two ports, for applying twice.
+const SERVICE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: default
+spec:
+  selector:
+    app: web
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+  - name: https
+    port: 443
+"#;
+
+#[tokio::test]
+async fn kubectl_explains_every_served_built_in_kind() {
+    let server = start_server("explain-1").await;
+    let kubectl = Kubectl::for_server(&server);
+    kubectl
+        .until(&["get", "namespace", "default"], READY, |_| true)
+        .await;
+    // Each built-in kind, then a nested field of it with its type.
+    let kinds = [
+        (
+            "namespace",
+            "Namespace",
+            "namespace.status.phase",
+            "phase\t<string>",
+        ),
+        (
+            "configmap",
+            "ConfigMap",
+            "configmap.binaryData",
+            "binaryData\t<map[string]string>",
+        ),
+        ("secret", "Secret", "secret.type", "type\t<string>"),
+        (
+            "node",
+            "Node",
+            "node.status.addresses",
+            "addresses\t<[]Object>",
+        ),
+        (
+            "node",
+            "Node",
+            "node.spec.taints.effect",
+            "effect\t<string>",
+        ),
+        (
+            "node",
+            "Node",
+            "node.status.nodeInfo.kubeletVersion",
+            "kubeletVersion\t<string>",
+        ),
+        (
+            "service",
+            "Service",
+            "service.spec.ports",
+            "ports\t<[]Object>",
+        ),
+        (
+            "service",
+            "Service",
+            "service.spec.ports.targetPort",
+            "targetPort\t<IntOrString>",
+        ),
+        (
+            "endpoints",
+            "Endpoints",
+            "endpoints.subsets.addresses.ip",
+            "ip\t<string>",
+        ),
+        (
+            "event",
+            "Event",
+            "event.involvedObject",
+            "involvedObject\t<Object>",
+        ),
+        ("event", "Event", "event.count", "count\t<integer>"),
+        (
+            "serviceaccount",
+            "ServiceAccount",
+            "serviceaccount.secrets",
+            "secrets\t<[]Object>",
+        ),
+        (
+            "lease",
+            "Lease",
+            "lease.spec.holderIdentity",
+            "holderIdentity\t<string>",
+        ),
+        (
+            "lease",
+            "Lease",
+            "lease.spec.renewTime",
+            "renewTime\t<string>",
+        ),
+        (
+            "crd",
+            "CustomResourceDefinition",
+            "crd.spec.names.kind",
+            "kind\t<string>",
+        ),
+        (
+            "crd",
+            "CustomResourceDefinition",
+            "crd.spec.versions",
+            "versions\t<[]Object>",
+        ),
+    ];
+    for (resource, kind, field, typed) in kinds {
+        let explained = kubectl.ok(&["explain", resource]);
+        assert!(
+            explained.contains(&format!("KIND:       {kind}")) && explained.contains("FIELDS:"),
+            "{explained}"
+        );
+        let explained = kubectl.ok(&["explain", field]);
+        let name = field.rsplit('.').next().unwrap_or(field);
+        assert!(
+            explained.contains(&format!("FIELD: {}", typed.replace('\t', " ")))
+                && explained.contains("DESCRIPTION:")
+                && name == typed.split('\t').next().unwrap_or(""),
+            "{explained}"
+        );
+    }
+    let recursive = kubectl.ok(&["explain", "nodes", "--recursive"]);
+    assert!(
+        recursive.contains("podCIDR\t<string>")
+            && recursive.contains("addresses\t<[]Object>")
+            && recursive.contains("lastHeartbeatTime\t<string>"),
+        "{recursive}"
+    );
+
+    // The schemas leave apply as it was (kubectl builds its patch from its own types, as no
+    // PATCH declares a body): created, then configured.
+    let out = kubectl.apply(SERVICE);
+    assert!(out.contains("service/web created"), "{out}");
+    let out = kubectl.apply(&SERVICE.replace("app: web", "app: web-2"));
+    assert!(out.contains("service/web configured"), "{out}");
+    let spec = kubectl.ok(&[
+        "get",
+        "service",
+        "web",
+        "-o",
+        "jsonpath={.spec.selector.app} {.spec.ports[*].port}",
+    ]);
+    assert_eq!(spec, "web-2 80 443");
+}
+
 #[tokio::test]
 async fn every_server_of_a_cluster_serves_the_same_custom_resources() {
     let first = start_server("crd-2").await;

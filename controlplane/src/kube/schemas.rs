@@ -1,71 +1,89 @@
-//! The OpenAPI v3 schemas of served kinds, for `kubectl explain`: ConfigMap, Secret and
-//! Namespace written here, and each custom resource's from its CRD's `openAPIV3Schema`, with
+//! The OpenAPI v3 schemas of served kinds, for `kubectl explain`: every built-in kind's from the
+//! field tables of [`kinds`], and each custom resource's from its CRD's `openAPIV3Schema`, with
 //! `apiVersion`, `kind` and `metadata` (ObjectMeta) added as kube-apiserver adds them.
 //!
 //! Guarantees: every schema of a kind carries `x-kubernetes-group-version-kind` naming the
 //! group, version and kind it describes (how kubectl finds it); every `$ref` points into the
 //! same document; schema names are kube's (`io.k8s.api.core.v1.ConfigMap`, reversed group
-//! for custom resources: `com.example.stable.v1.CronTab`). Kinds without a schema here have
-//! none (kubectl explain then says it found none).
+//! for custom resources: `com.example.stable.v1.CronTab`). The schemas only describe: nothing
+//! validates or patches by them (strict field validation of built-ins is the server's own, and
+//! no PATCH operation declares a body, so kubectl's apply does not read them).
 
 use serde_json::{json, Map, Value};
 
 use super::crd::Served;
 use super::resources::Resource;
 
+#[rustfmt::skip]
+mod kinds;
+
+use kinds::{Field, Type, KINDS, OBJECT_META_FIELDS};
+
 const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
-
-fn string(description: &str) -> Value {
-    json!({ "type": "string", "description": description })
-}
-
-fn string_map(description: &str, format: Option<&str>) -> Value {
-    let mut item = json!({ "type": "string", "default": "" });
-    if let Some(format) = format {
-        item["format"] = json!(format);
-    }
-    json!({ "type": "object", "additionalProperties": item, "description": description })
-}
+const INT_OR_STRING: &str = "io.k8s.apimachinery.pkg.util.intstr.IntOrString";
 
 fn api_version() -> Value {
-    string(
-        "APIVersion names the version of the schema this object is written in; the server \
-         converts recognised versions to its own.",
-    )
+    json!({
+        "type": "string",
+        "description": "APIVersion names the version of the schema this object is written in; \
+                        the server converts recognised versions to its own.",
+    })
 }
 
 fn kind() -> Value {
-    string("Kind names the REST resource this object represents, in CamelCase.")
+    json!({
+        "type": "string",
+        "description": "Kind names the REST resource this object represents, in CamelCase.",
+    })
+}
+
+fn reference(name: &str) -> Value {
+    json!({ "allOf": [{ "$ref": format!("#/components/schemas/{name}") }] })
 }
 
 fn metadata() -> Value {
-    json!({
-        "allOf": [{ "$ref": format!("#/components/schemas/{OBJECT_META}") }],
-        "default": {},
-        "description": "Standard object's metadata: name, namespace, labels, annotations and \
-                        the fields the server keeps.",
-    })
+    let mut value = reference(OBJECT_META);
+    value["default"] = json!({});
+    value["description"] = json!(
+        "Standard object's metadata: name, namespace, labels, annotations and the fields the \
+         server keeps."
+    );
+    value
 }
 
-fn object_meta() -> Value {
-    json!({
-        "type": "object",
-        "description": "ObjectMeta is the metadata every persisted resource has.",
-        "properties": {
-            "name": string("Name is unique within a namespace (or the cluster for cluster-scoped kinds) and cannot be changed."),
-            "generateName": string("GenerateName is a prefix the server completes with a random suffix when no name is given."),
-            "namespace": string("Namespace is the space the name is unique in; empty for cluster-scoped kinds."),
-            "uid": string("UID is the unique identity the server gives the object at creation."),
-            "resourceVersion": string("ResourceVersion is the version of the object clients use for optimistic concurrency and watches; opaque to clients."),
-            "generation": { "type": "integer", "format": "int64", "description": "Generation counts changes of the desired state; set by the server." },
-            "creationTimestamp": { "type": "string", "format": "date-time", "description": "CreationTimestamp is when the server created the object, in UTC." },
-            "deletionTimestamp": { "type": "string", "format": "date-time", "description": "DeletionTimestamp is when the object is to be deleted; set by the server." },
-            "labels": string_map("Labels are key/value pairs that selectors match on.", None),
-            "annotations": string_map("Annotations are key/value pairs tools store with the object; not matched by selectors.", None),
-            "finalizers": { "type": "array", "items": { "type": "string", "default": "" }, "description": "Finalizers must be empty before the object is deleted." },
-            "ownerReferences": { "type": "array", "items": { "type": "object" }, "description": "OwnerReferences name the objects this one depends on." },
-        },
-    })
+fn object(fields: &[Field]) -> Value {
+    let properties: Map<String, Value> = fields
+        .iter()
+        .map(|Field(name, ty, description)| ((*name).to_string(), field(ty, description)))
+        .collect();
+    json!({ "type": "object", "properties": properties })
+}
+
+fn field(ty: &Type, description: &str) -> Value {
+    let mut value = match ty {
+        Type::Str => json!({ "type": "string" }),
+        Type::Int32 => json!({ "type": "integer", "format": "int32" }),
+        Type::Int64 => json!({ "type": "integer", "format": "int64" }),
+        Type::Bool => json!({ "type": "boolean" }),
+        Type::Time => json!({ "type": "string", "format": "date-time" }),
+        Type::IntOrString => reference(INT_OR_STRING),
+        Type::StrMap(format) => {
+            let mut item = json!({ "type": "string", "default": "" });
+            if let Some(format) = format {
+                item["format"] = json!(format);
+            }
+            json!({ "type": "object", "additionalProperties": item })
+        }
+        Type::Strings => json!({ "type": "array", "items": { "type": "string", "default": "" } }),
+        Type::Obj(fields) => object(fields),
+        Type::Objs(fields) => {
+            let mut item = object(fields);
+            item["default"] = json!({});
+            json!({ "type": "array", "items": item })
+        }
+    };
+    value["description"] = json!(description);
+    value
 }
 
 fn with_gvk(mut schema: Value, group: &str, version: &str, kind: &str) -> Value {
@@ -74,52 +92,18 @@ fn with_gvk(mut schema: Value, group: &str, version: &str, kind: &str) -> Value 
     schema
 }
 
-/// The schemas of the built-in kinds that have one.
+/// The schema of a built-in kind, if it is one.
 fn builtin(resource: &Resource) -> Option<(String, Value)> {
-    let schema = match (resource.group, resource.kind) {
-        ("", "ConfigMap") => json!({
-            "type": "object",
-            "description": "ConfigMap holds configuration data for pods to consume.",
-            "properties": {
-                "apiVersion": api_version(),
-                "kind": kind(),
-                "metadata": metadata(),
-                "data": string_map("Data holds UTF-8 configuration values; keys are made of alphanumerics, '-', '_' and '.', and must not also be keys of binaryData.", None),
-                "binaryData": string_map("BinaryData holds binary values, base64 encoded; keys as for data, distinct from them.", Some("byte")),
-                "immutable": { "type": "boolean", "description": "Immutable, when true, forbids any later change of data and binaryData." },
-            },
-        }),
-        ("", "Secret") => json!({
-            "type": "object",
-            "description": "Secret holds secret data of a given type, such as passwords or keys.",
-            "properties": {
-                "apiVersion": api_version(),
-                "kind": kind(),
-                "metadata": metadata(),
-                "data": string_map("Data holds the secret values, base64 encoded.", Some("byte")),
-                "stringData": string_map("StringData takes plain-text values on writes; they are merged into data and never returned.", None),
-                "type": string("Type tells how the data is used (Opaque by default)."),
-                "immutable": { "type": "boolean", "description": "Immutable, when true, forbids any later change of data." },
-            },
-        }),
-        ("", "Namespace") => json!({
-            "type": "object",
-            "description": "Namespace gives names a scope of their own.",
-            "properties": {
-                "apiVersion": api_version(),
-                "kind": kind(),
-                "metadata": metadata(),
-                "spec": { "type": "object", "description": "Spec holds the namespace's finalizers.", "properties": {
-                    "finalizers": { "type": "array", "items": { "type": "string", "default": "" }, "description": "Finalizers must be empty before the namespace is removed." },
-                } },
-                "status": { "type": "object", "description": "Status is the namespace's observed state.", "properties": {
-                    "phase": string("Phase is Active or Terminating."),
-                } },
-            },
-        }),
-        _ => return None,
-    };
-    let name = format!("io.k8s.api.core.{}.{}", resource.version, resource.kind);
+    let found = KINDS
+        .iter()
+        .find(|k| k.group == resource.group && k.kind == resource.kind)?;
+    let mut schema = object(found.fields);
+    schema["description"] = json!(found.description);
+    let properties = schema["properties"].as_object_mut()?;
+    properties.insert("apiVersion".into(), api_version());
+    properties.insert("kind".into(), kind());
+    properties.insert("metadata".into(), metadata());
+    let name = format!("{}.{}.{}", found.package, resource.version, resource.kind);
     Some((
         name,
         with_gvk(schema, resource.group, resource.version, resource.kind),
@@ -159,7 +143,17 @@ pub fn components(resources: &[&'static Resource], served: &Served) -> Map<Strin
         }
     }
     if !schemas.is_empty() {
-        schemas.insert(OBJECT_META.into(), object_meta());
+        let mut meta = object(OBJECT_META_FIELDS);
+        meta["description"] = json!("ObjectMeta is the metadata every persisted resource has.");
+        schemas.insert(OBJECT_META.into(), meta);
+        schemas.insert(
+            INT_OR_STRING.into(),
+            json!({
+                "oneOf": [{ "type": "integer" }, { "type": "string" }],
+                "format": "int-or-string",
+                "description": "IntOrString holds either an int32 or a string.",
+            }),
+        );
     }
     schemas
 }
@@ -188,5 +182,37 @@ mod tests {
             custom_name("stable.example.com", "v1", "CronTab"),
             "com.example.stable.v1.CronTab"
         );
+    }
+
+    /// Every `$ref` under `value`.
+    fn references(value: &Value, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(target)) = map.get("$ref") {
+                    found.push(target.clone());
+                }
+                map.values().for_each(|v| references(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| references(v, found)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_built_in_resource_has_a_schema_whose_references_resolve() {
+        for resource in crate::kube::resources::RESOURCES {
+            let schemas = components(&[resource], &Served::default());
+            let named = schemas
+                .values()
+                .filter(|s| s["x-kubernetes-group-version-kind"][0]["kind"] == resource.kind)
+                .count();
+            assert_eq!(named, 1, "{}", resource.kind);
+            let mut found = Vec::new();
+            references(&Value::Object(schemas.clone()), &mut found);
+            for target in found {
+                let name = target.strip_prefix("#/components/schemas/").expect("local");
+                assert!(schemas.contains_key(name), "{target}");
+            }
+        }
     }
 }
