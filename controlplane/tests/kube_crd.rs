@@ -612,13 +612,8 @@ async fn kubectl_explains_every_served_built_in_kind() {
     assert!(out.contains("service/web created"), "{out}");
     let out = kubectl.apply(&SERVICE.replace("app: web", "app: web-2"));
     assert!(out.contains("service/web configured"), "{out}");
-    let spec = kubectl.ok(&[
-        "get",
-        "service",
-        "web",
-        "-o",
-        "jsonpath={.spec.selector.app} {.spec.ports[*].port}",
-    ]);
+    let path = "jsonpath={.spec.selector.app} {.spec.ports[*].port}";
+    let spec = kubectl.ok(&["get", "service", "web", "-o", path]);
     assert_eq!(spec, "web-2 80 443");
 }
 
