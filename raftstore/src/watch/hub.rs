@@ -354,9 +354,10 @@ impl WatchHub {
                 stream.retried_last = last;
             }
         }
-        if !state.unsynced.is_empty() {
-            self.wake.notify_one();
-        }
+        // No wake-up here for unsynced watchers: the sync task catches them up right after
+        // this, and one whose stream is full is woken by its queue draining. Waking itself
+        // while such a watcher waited spun the task forever without yielding time (a watcher
+        // that fell far behind on a slow stream then froze its member).
     }
 
     /// One round of catching up: cancels watchers whose history was compacted away, reads the
