@@ -4,6 +4,8 @@
 //! proposed before the next Ready, so one fsync serves them all), then handles the Ready in this
 //! order: send messages; append entries and hard state in one engine write, fsynced when raft
 //! says it must be; apply committed entries; send the messages that needed the fsync; advance.
+//! Applied state is synced lazily, except after a compaction, which is synced before its
+//! client (or anyone) hears of it, as etcd forces a backend commit for it.
 //! A storage failure or an undecodable committed entry stops the driver with an error: a node
 //! never goes on in a state it cannot trust.
 //!
@@ -513,6 +515,8 @@ impl Driver {
         let last_index = last.index;
         let mut replies = Vec::new();
         let mut published = Vec::new();
+        // Whether a compaction was applied: its state is synced before anyone hears of it.
+        let mut compacted = false;
         {
             let store = Arc::clone(&self.store);
             let mut store = store.write();
@@ -555,6 +559,13 @@ impl Driver {
                             self.metrics.record_applied(response);
                         }
                         self.track_lease_deadlines(command.request.as_ref(), &outcome);
+                        compacted |= matches!(
+                            &outcome,
+                            Ok(ApplyOutcome {
+                                response: Some(CommandResponse::Compaction(_)),
+                                ..
+                            })
+                        );
                         if let Ok(applied) = &mut outcome {
                             if !applied.events.is_empty() {
                                 let events = std::mem::take(&mut applied.events);
@@ -590,6 +601,13 @@ impl Driver {
                         self.make_joiners_use_snapshots(store.engine().as_ref())?;
                     }
                 }
+            }
+            // As etcd's ForceCommit after scheduling a compaction: an acknowledged compaction
+            // survives a power loss, so a restarted member never serves revisions below it
+            // again (it would otherwise replay only up to the commit index it had synced, and
+            // answer with a compact revision gone back until a leader told it more).
+            if compacted {
+                store.engine().sync()?;
             }
         }
         // Watchers hear of a revision before its writer does, and only once the store lock is
