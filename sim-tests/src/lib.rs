@@ -13,6 +13,8 @@
 //! no acknowledged write lost, watch guarantees) and [`audit`] the final state; [`verdict`]
 //! gathers every finding into the seed's [`report`].
 //! [`run::run`] does all of it for one seed; the same seed always gives the same trace.
+//! Named scenarios (known etcd bugs, `tests/etcd_bugs.rs`) script one client instead, which
+//! asks a [`script::Director`] for faults at exact points.
 
 pub mod archive;
 pub mod audit;
@@ -28,6 +30,7 @@ pub mod operator;
 pub mod raft_observer;
 pub mod report;
 pub mod run;
+pub mod script;
 pub mod seeds;
 pub mod verdict;
 pub mod watch_log;
