@@ -29,9 +29,15 @@ const RETRY_EVERY: Duration = Duration::from_millis(200);
 /// How long a script waits for a new leader.
 const ELECTED_WITHIN: Duration = Duration::from_secs(10);
 
-/// Runs `script` as client `c1` of a `members`-member cluster seeded by `seed`; fails with the
-/// first guarantee the script found broken (or with the simulation breaking).
-fn scenario<F, Fut>(seed: u64, members: usize, script: F)
+/// Runs `script` as client `c1` of a `members`-member cluster seeded by `seed`, with the
+/// deliberate bugs `faults` switched on; `Err` names the first guarantee the script found
+/// broken (or how the simulation broke).
+fn run_scenario<F, Fut>(
+    seed: u64,
+    members: usize,
+    faults: InjectedFaults,
+    script: F,
+) -> Result<(), String>
 where
     F: FnOnce(EtcdClient, Director) -> Fut + 'static,
     Fut: Future<Output = Result<(), String>> + 'static,
@@ -44,7 +50,7 @@ where
         .max_message_latency(MAX_LATENCY)
         .tcp_capacity(1024)
         .build();
-    let cluster = SimCluster::new(members, seed, InjectedFaults::default());
+    let cluster = SimCluster::new(members, seed, faults);
     cluster.install(&mut sim);
     let director = Director::new(&cluster);
     let names = cluster.names.clone();
@@ -57,8 +63,19 @@ where
     });
     let mut hosts = cluster.names.clone();
     hosts.push("c1".to_string());
-    if let Err(err) = director.run(&mut sim, &cluster, &hosts) {
-        panic!("scenario (seed {seed}): {err:#}");
+    director
+        .run(&mut sim, &cluster, &hosts)
+        .map_err(|err| format!("scenario (seed {seed}): {err:#}"))
+}
+
+/// Runs `script` on a correct cluster (see [`run_scenario`]); panics with what broke.
+fn scenario<F, Fut>(seed: u64, members: usize, script: F)
+where
+    F: FnOnce(EtcdClient, Director) -> Fut + 'static,
+    Fut: Future<Output = Result<(), String>> + 'static,
+{
+    if let Err(err) = run_scenario(seed, members, InjectedFaults::default(), script) {
+        panic!("{err}");
     }
 }
 
@@ -488,56 +505,59 @@ fn a_watch_from_a_future_revision_waits_for_it() {
 /// leader's reads after it rejoined return the new value.
 #[test]
 fn a_cut_off_leader_never_answers_a_linearizable_read_with_a_value_overwritten_meanwhile() {
-    scenario(24, 3, |client, director| async move {
-        let old_leader = leader(&director).await?;
-        let first = until_ok(&client, old_leader, &put("k", "v1"))
-            .await?
-            .revision();
-        caught_up(&client, (old_leader + 1) % 3, first).await?;
-        caught_up(&client, (old_leader + 2) % 3, first).await?;
-        director.apply(Fault::Isolate(old_leader)).await;
-        let pending = {
-            let client = client.clone();
-            tokio::spawn(async move { client.execute(old_leader, &get("k", false)).await })
-        };
-        let new_leader = director
-            .leader_except(&[old_leader], ELECTED_WITHIN)
-            .await
-            .ok_or("the majority elected no leader")?;
-        let second = until_ok(&client, new_leader, &put("k", "v2"))
-            .await?
-            .revision();
-        let after = {
-            let client = client.clone();
-            tokio::spawn(async move { client.execute(old_leader, &get("k", false)).await })
-        };
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        director.apply(Fault::Rejoin(old_leader)).await;
+    scenario(24, 3, cut_off_leader_reads);
+}
 
-        let after = after.await.map_err(|err| err.to_string())?;
-        if let Ok(response) = &after {
-            let (revision, value) = read(response);
-            ensure(value.as_deref() == Some("v2") && revision >= second, || {
-                format!(
-                    "a linearizable read sent to the old leader after v2 was acknowledged at \
-                     revision {second} returned {value:?} at revision {revision}"
-                )
-            })?;
-        }
-        let pending = pending.await.map_err(|err| err.to_string())?;
-        if let Ok(response) = &pending {
-            let (revision, value) = read(response);
-            ensure(
-                matches!(value.as_deref(), Some("v1" | "v2")) && revision >= first,
-                || format!("the read pending across the change returned {value:?} at {revision}"),
-            )?;
-        }
-        let rejoined = until_ok(&client, old_leader, &get("k", false)).await?;
-        let (revision, value) = read(&rejoined);
+/// The script of the test above, shared with the check that it catches stale reads.
+async fn cut_off_leader_reads(client: EtcdClient, director: Director) -> Result<(), String> {
+    let old_leader = leader(&director).await?;
+    let first = until_ok(&client, old_leader, &put("k", "v1"))
+        .await?
+        .revision();
+    caught_up(&client, (old_leader + 1) % 3, first).await?;
+    caught_up(&client, (old_leader + 2) % 3, first).await?;
+    director.apply(Fault::Isolate(old_leader)).await;
+    let pending = {
+        let client = client.clone();
+        tokio::spawn(async move { client.execute(old_leader, &get("k", false)).await })
+    };
+    let new_leader = director
+        .leader_except(&[old_leader], ELECTED_WITHIN)
+        .await
+        .ok_or("the majority elected no leader")?;
+    let second = until_ok(&client, new_leader, &put("k", "v2"))
+        .await?
+        .revision();
+    let after = {
+        let client = client.clone();
+        tokio::spawn(async move { client.execute(old_leader, &get("k", false)).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    director.apply(Fault::Rejoin(old_leader)).await;
+
+    let after = after.await.map_err(|err| err.to_string())?;
+    if let Ok(response) = &after {
+        let (revision, value) = read(response);
         ensure(value.as_deref() == Some("v2") && revision >= second, || {
-            format!("the old leader, rejoined, read {value:?} at revision {revision}")
-        })
-    });
+            format!(
+                "a linearizable read sent to the old leader after v2 was acknowledged at \
+                     revision {second} returned {value:?} at revision {revision}"
+            )
+        })?;
+    }
+    let pending = pending.await.map_err(|err| err.to_string())?;
+    if let Ok(response) = &pending {
+        let (revision, value) = read(response);
+        ensure(
+            matches!(value.as_deref(), Some("v1" | "v2")) && revision >= first,
+            || format!("the read pending across the change returned {value:?} at {revision}"),
+        )?;
+    }
+    let rejoined = until_ok(&client, old_leader, &get("k", false)).await?;
+    let (revision, value) = read(&rejoined);
+    ensure(value.as_deref() == Some("v2") && revision >= second, || {
+        format!("the old leader, rejoined, read {value:?} at revision {revision}")
+    })
 }
 
 /// etcd #14370 (a single-member cluster losing an acknowledged write on a crash): puts to the
@@ -546,36 +566,39 @@ fn a_cut_off_leader_never_answers_a_linearizable_read_with_a_value_overwritten_m
 /// and linearizable reads alike, and the revision did not go back.
 #[test]
 fn a_single_member_keeps_every_acknowledged_write_across_a_crash() {
-    scenario(25, 1, |client, director| async move {
-        let mut acknowledged = Vec::new();
-        for i in 0..10 {
-            let key = format!("k{i}");
-            let revision = until_ok(&client, 0, &put(&key, &format!("v{i}")))
-                .await?
-                .revision();
-            acknowledged.push((key, format!("v{i}"), revision));
-        }
-        director.apply(Fault::Crash(0)).await;
-        director.apply(Fault::Restart(0)).await;
-        let last = acknowledged.last().map_or(0, |(_, _, revision)| *revision);
-        for serializable in [true, false] {
-            for (key, value, _) in &acknowledged {
-                let response = until_ok(&client, 0, &get(key, serializable)).await?;
-                let (revision, found) = read(&response);
-                ensure(
-                    found.as_deref() == Some(value.as_str()) && revision >= last,
-                    || {
-                        format!(
-                            "after the crash, {key} reads {found:?} at revision {revision} \
+    scenario(25, 1, single_member_crash);
+}
+
+/// The script of the test above, shared with the check that it catches lost writes.
+async fn single_member_crash(client: EtcdClient, director: Director) -> Result<(), String> {
+    let mut acknowledged = Vec::new();
+    for i in 0..10 {
+        let key = format!("k{i}");
+        let revision = until_ok(&client, 0, &put(&key, &format!("v{i}")))
+            .await?
+            .revision();
+        acknowledged.push((key, format!("v{i}"), revision));
+    }
+    director.apply(Fault::Crash(0)).await;
+    director.apply(Fault::Restart(0)).await;
+    let last = acknowledged.last().map_or(0, |(_, _, revision)| *revision);
+    for serializable in [true, false] {
+        for (key, value, _) in &acknowledged {
+            let response = until_ok(&client, 0, &get(key, serializable)).await?;
+            let (revision, found) = read(&response);
+            ensure(
+                found.as_deref() == Some(value.as_str()) && revision >= last,
+                || {
+                    format!(
+                        "after the crash, {key} reads {found:?} at revision {revision} \
                          (serializable: {serializable}); {value} was acknowledged, the last \
                          write at revision {last}"
-                        )
-                    },
-                )?;
-            }
+                    )
+                },
+            )?;
         }
-        Ok(())
-    });
+    }
+    Ok(())
 }
 
 /// The first successful read of `key` from `member` (just restarted), as (revision, value).
@@ -647,4 +670,29 @@ fn a_restarted_member_reads_nothing_older_than_it_had_applied() {
             )
         })
     });
+}
+
+/// The stale-read scenario has teeth: with linearizable reads served from local state (a
+/// deliberate bug), the cut-off leader answers with the overwritten value and the scenario
+/// fails on exactly that.
+#[test]
+fn the_cut_off_leader_scenario_catches_linearizable_reads_served_locally() {
+    let faults = InjectedFaults {
+        stale_linearizable_reads: true,
+        ..InjectedFaults::default()
+    };
+    let err = run_scenario(24, 3, faults, cut_off_leader_reads).expect_err("a stale read");
+    assert!(err.contains("returned Some(\"v1\")"), "{err}");
+}
+
+/// The single-member crash scenario has teeth: with raft log appends never fsynced (a
+/// deliberate bug), acknowledged writes are lost in the crash and the scenario fails.
+#[test]
+fn the_single_member_crash_scenario_catches_an_unsynced_raft_log() {
+    let faults = InjectedFaults {
+        skip_raft_log_fsync: true,
+        ..InjectedFaults::default()
+    };
+    let err = run_scenario(25, 1, faults, single_member_crash).expect_err("a lost write");
+    assert!(err.contains("after the crash"), "{err}");
 }
