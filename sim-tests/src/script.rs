@@ -111,25 +111,30 @@ impl Director {
     }
 
     /// Steps `sim` to the end, applying the faults asked between steps. `hosts` are every host
-    /// of the simulation (a crash cuts the member's links to all of them).
+    /// of the simulation (a crash cuts the member's links to all of them). Returns the trace:
+    /// each fault with the simulated time it was applied at, then the time the script ended
+    /// (the same seed and script always give the same trace).
     pub fn run(
         &self,
         sim: &mut turmoil::Sim<'_>,
         cluster: &SimCluster,
         hosts: &[String],
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
+        let mut trace = Vec::new();
         loop {
             let finished = sim
                 .step()
                 .map_err(|err| anyhow!("the simulation failed at {:?}: {err}", sim.elapsed()))?;
             if finished {
-                return Ok(());
+                trace.push(format!("finished at {:?}", sim.elapsed()));
+                return Ok(trace);
             }
             loop {
                 let Some(fault) = self.inner.lock().queue.pop_front() else {
                     break;
                 };
                 apply(sim, cluster, hosts, fault);
+                trace.push(format!("{fault:?} at {:?}", sim.elapsed()));
                 self.inner.lock().applied += 1;
             }
         }

@@ -31,13 +31,13 @@ const ELECTED_WITHIN: Duration = Duration::from_secs(10);
 
 /// Runs `script` as client `c1` of a `members`-member cluster seeded by `seed`, with the
 /// deliberate bugs `faults` switched on; `Err` names the first guarantee the script found
-/// broken (or how the simulation broke).
+/// broken (or how the simulation broke); `Ok` the trace of [`Director::run`].
 fn run_scenario<F, Fut>(
     seed: u64,
     members: usize,
     faults: InjectedFaults,
     script: F,
-) -> Result<(), String>
+) -> Result<Vec<String>, String>
 where
     F: FnOnce(EtcdClient, Director) -> Fut + 'static,
     Fut: Future<Output = Result<(), String>> + 'static,
@@ -347,91 +347,94 @@ async fn never_back(
 /// same revision, compact revision and KV hash as the others.
 #[test]
 fn a_member_crashing_during_compaction_comes_back_without_its_revisions_going_back() {
-    scenario(22, 3, |client, director| async move {
-        let leader = leader(&director).await?;
-        let mut last = 0;
-        let mut middle = 0;
-        for i in 0..20 {
-            last = until_ok(
-                &client,
-                leader,
-                &put(&format!("k{}", i % 4), &format!("v{i}")),
-            )
-            .await?
-            .revision();
-            if i == 9 {
-                middle = last;
-            }
-        }
-        client.compact(leader, middle, true).await?;
-        director.apply(Fault::Crash(leader)).await;
-        director.apply(Fault::Restart(leader)).await;
-        never_back(&client, leader, last, middle, true).await?;
+    scenario(22, 3, crash_during_compaction);
+}
 
-        let leader = director
-            .leader_except(&[], ELECTED_WITHIN)
-            .await
-            .ok_or("no member leads after the restart")?;
-        let follower = (leader + 1) % 3;
-        for i in 20..40 {
-            last = until_ok(
-                &client,
-                leader,
-                &put(&format!("k{}", i % 4), &format!("v{i}")),
-            )
-            .await?
-            .revision();
+/// The script of the test above, shared with the check that it replays exactly.
+async fn crash_during_compaction(client: EtcdClient, director: Director) -> Result<(), String> {
+    let leader = leader(&director).await?;
+    let mut last = 0;
+    let mut middle = 0;
+    for i in 0..20 {
+        last = until_ok(
+            &client,
+            leader,
+            &put(&format!("k{}", i % 4), &format!("v{i}")),
+        )
+        .await?
+        .revision();
+        if i == 9 {
+            middle = last;
         }
-        // Every key deleted, and compacted at the last deletion: no row is left at or below
-        // the revision, so a member that derived its revision from its rows would go back.
-        for key in 0..4 {
-            last = until_ok(
-                &client,
-                leader,
-                &Request::Delete {
-                    key: format!("k{key}"),
-                },
-            )
-            .await?
-            .revision();
-        }
-        let (before, compacted_before) = revisions(&client, follower).await?;
-        client.compact(leader, last, true).await?;
-        director.apply(Fault::Crash(follower)).await;
-        director.apply(Fault::Restart(follower)).await;
-        never_back(&client, follower, before, compacted_before, true).await?;
-        never_back(&client, follower, last, last, false).await?;
+    }
+    client.compact(leader, middle, true).await?;
+    director.apply(Fault::Crash(leader)).await;
+    director.apply(Fault::Restart(leader)).await;
+    never_back(&client, leader, last, middle, true).await?;
 
-        let old = Request::Get {
-            key: "k0".into(),
-            serializable: true,
-        };
-        let mut hashes = Vec::new();
-        for member in 0..3 {
-            let hashed = client.hash_kv(member, last).await?;
-            hashes.push((hashed.compact_revision, hashed.hash));
-            // Reading below the compact revision must fail as compacted.
-            let mut kv = client.kv(member);
-            let range = kv
-                .range(etcd_api::pb::etcdserverpb::RangeRequest {
-                    key: b"k0".to_vec(),
-                    revision: last - 1,
-                    serializable: true,
-                    ..Default::default()
-                })
-                .await;
-            ensure(range.is_err(), || {
-                format!(
-                    "member {member} served revision {} below its compaction at {last}",
-                    last - 1
-                )
-            })?;
-            until_ok(&client, member, &old).await?;
-        }
-        ensure(hashes.iter().all(|hashed| *hashed == hashes[0]), || {
-            format!("the members' (compact revision, hash) at {last} differ: {hashes:?}")
-        })
-    });
+    let leader = director
+        .leader_except(&[], ELECTED_WITHIN)
+        .await
+        .ok_or("no member leads after the restart")?;
+    let follower = (leader + 1) % 3;
+    for i in 20..40 {
+        last = until_ok(
+            &client,
+            leader,
+            &put(&format!("k{}", i % 4), &format!("v{i}")),
+        )
+        .await?
+        .revision();
+    }
+    // Every key deleted, and compacted at the last deletion: no row is left at or below
+    // the revision, so a member that derived its revision from its rows would go back.
+    for key in 0..4 {
+        last = until_ok(
+            &client,
+            leader,
+            &Request::Delete {
+                key: format!("k{key}"),
+            },
+        )
+        .await?
+        .revision();
+    }
+    let (before, compacted_before) = revisions(&client, follower).await?;
+    client.compact(leader, last, true).await?;
+    director.apply(Fault::Crash(follower)).await;
+    director.apply(Fault::Restart(follower)).await;
+    never_back(&client, follower, before, compacted_before, true).await?;
+    never_back(&client, follower, last, last, false).await?;
+
+    let old = Request::Get {
+        key: "k0".into(),
+        serializable: true,
+    };
+    let mut hashes = Vec::new();
+    for member in 0..3 {
+        let hashed = client.hash_kv(member, last).await?;
+        hashes.push((hashed.compact_revision, hashed.hash));
+        // Reading below the compact revision must fail as compacted.
+        let mut kv = client.kv(member);
+        let range = kv
+            .range(etcd_api::pb::etcdserverpb::RangeRequest {
+                key: b"k0".to_vec(),
+                revision: last - 1,
+                serializable: true,
+                ..Default::default()
+            })
+            .await;
+        ensure(range.is_err(), || {
+            format!(
+                "member {member} served revision {} below its compaction at {last}",
+                last - 1
+            )
+        })?;
+        until_ok(&client, member, &old).await?;
+    }
+    ensure(hashes.iter().all(|hashed| *hashed == hashes[0]), || {
+        format!("the members' (compact revision, hash) at {last} differ: {hashes:?}")
+    })
 }
 
 /// etcd #15096 / #15182 (a watch on a future revision returning events early): watches from
@@ -695,4 +698,15 @@ fn the_single_member_crash_scenario_catches_an_unsynced_raft_log() {
     };
     let err = run_scenario(25, 1, faults, single_member_crash).expect_err("a lost write");
     assert!(err.contains("after the crash"), "{err}");
+}
+
+/// Scenarios replay exactly: the crash-during-compaction scenario, run twice, applies its
+/// crashes and restarts at the same simulated times and ends at the same time.
+#[test]
+fn the_compaction_crash_scenario_replays_exactly() {
+    let run = || run_scenario(22, 3, InjectedFaults::default(), crash_during_compaction);
+    let first = run().expect("the first run passes");
+    let second = run().expect("the second run passes");
+    assert_eq!(first, second);
+    assert_eq!(first.len(), 5, "{first:?}");
 }
