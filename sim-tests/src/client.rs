@@ -23,7 +23,7 @@ use etcd_api::pb::etcdserverpb::{
     CompactionRequest, Compare, DeleteRangeRequest, HashKvRequest, HashKvResponse, Member,
     MemberAddRequest, MemberAddResponse, MemberListRequest, MemberPromoteRequest,
     MemberRemoveRequest, MoveLeaderRequest, PutRequest, RangeRequest, RangeResponse, RequestOp,
-    TxnRequest,
+    TxnRequest, TxnResponse,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -220,86 +220,44 @@ impl EtcdClient {
                 value,
             } => {
                 let key = key.clone().into_bytes();
+                let put = OpRequest::RequestPut(PutRequest {
+                    key: key.clone(),
+                    value: value.clone().into_bytes(),
+                    ..Default::default()
+                });
                 let response = kv
-                    .txn(TxnRequest {
-                        compare: vec![Compare {
-                            result: CompareResult::Equal as i32,
-                            target: CompareTarget::Mod as i32,
-                            key: key.clone(),
-                            target_union: Some(TargetUnion::ModRevision(*expected)),
-                            ..Default::default()
-                        }],
-                        success: vec![RequestOp {
-                            request: Some(OpRequest::RequestPut(PutRequest {
-                                key: key.clone(),
-                                value: value.clone().into_bytes(),
-                                ..Default::default()
-                            })),
-                        }],
-                        failure: vec![RequestOp {
-                            request: Some(OpRequest::RequestRange(RangeRequest {
-                                key,
-                                ..Default::default()
-                            })),
-                        }],
-                    })
+                    .txn(on_mod_revision(key, *expected, put))
                     .await
                     .map_err(status)?
                     .into_inner();
-                let found = match response.responses.first().and_then(|r| r.response.as_ref()) {
-                    Some(OpResponse::ResponseRange(range)) if !response.succeeded => {
-                        observed(range)
-                    }
-                    _ => None,
-                };
                 Ok(Response::CompareAndPut {
                     revision: header_revision(response.header.as_ref()),
                     succeeded: response.succeeded,
-                    found,
+                    found: read_back(&response),
                 })
             }
             Request::CompareAndDelete { key, expected } => {
                 let key = key.clone().into_bytes();
+                let delete = OpRequest::RequestDeleteRange(DeleteRangeRequest {
+                    key: key.clone(),
+                    ..Default::default()
+                });
                 let response = kv
-                    .txn(TxnRequest {
-                        compare: vec![Compare {
-                            result: CompareResult::Equal as i32,
-                            target: CompareTarget::Mod as i32,
-                            key: key.clone(),
-                            target_union: Some(TargetUnion::ModRevision(*expected)),
-                            ..Default::default()
-                        }],
-                        success: vec![RequestOp {
-                            request: Some(OpRequest::RequestDeleteRange(DeleteRangeRequest {
-                                key: key.clone(),
-                                ..Default::default()
-                            })),
-                        }],
-                        failure: vec![RequestOp {
-                            request: Some(OpRequest::RequestRange(RangeRequest {
-                                key,
-                                ..Default::default()
-                            })),
-                        }],
-                    })
+                    .txn(on_mod_revision(key, *expected, delete))
                     .await
                     .map_err(status)?
                     .into_inner();
-                let (deleted, found) =
-                    match response.responses.first().and_then(|r| r.response.as_ref()) {
-                        Some(OpResponse::ResponseDeleteRange(delete)) if response.succeeded => {
-                            (delete.deleted, None)
-                        }
-                        Some(OpResponse::ResponseRange(range)) if !response.succeeded => {
-                            (0, observed(range))
-                        }
-                        _ => (0, None),
-                    };
+                let deleted = match response.responses.first().and_then(|r| r.response.as_ref()) {
+                    Some(OpResponse::ResponseDeleteRange(delete)) if response.succeeded => {
+                        delete.deleted
+                    }
+                    _ => 0,
+                };
                 Ok(Response::CompareAndDelete {
                     revision: header_revision(response.header.as_ref()),
                     succeeded: response.succeeded,
                     deleted,
-                    found,
+                    found: read_back(&response),
                 })
             }
             Request::List { prefix, limit } => self.list(member, prefix, *limit).await,
@@ -369,6 +327,37 @@ impl EtcdClient {
             Ok(response) => Ok(response.into_inner()),
             Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
         }
+    }
+}
+
+/// kube-apiserver's guarded write: `operation` if `key`'s mod_revision is `expected` (0: the
+/// key is absent), else the key read back.
+fn on_mod_revision(key: Vec<u8>, expected: i64, operation: OpRequest) -> TxnRequest {
+    TxnRequest {
+        compare: vec![Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Mod as i32,
+            key: key.clone(),
+            target_union: Some(TargetUnion::ModRevision(expected)),
+            ..Default::default()
+        }],
+        success: vec![RequestOp {
+            request: Some(operation),
+        }],
+        failure: vec![RequestOp {
+            request: Some(OpRequest::RequestRange(RangeRequest {
+                key,
+                ..Default::default()
+            })),
+        }],
+    }
+}
+
+/// What a failed guarded write read back (`None` when it succeeded or the key is absent).
+fn read_back(response: &TxnResponse) -> Option<Observed> {
+    match response.responses.first().and_then(|r| r.response.as_ref()) {
+        Some(OpResponse::ResponseRange(range)) if !response.succeeded => observed(range),
+        _ => None,
     }
 }
 

@@ -137,23 +137,12 @@ impl SimCluster {
 
     /// The raft status of every member that is serving, by index.
     pub fn statuses(&self) -> BTreeMap<usize, NodeStatus> {
-        self.disks
-            .iter()
-            .enumerate()
-            .filter_map(|(index, disk)| {
-                let handle = disk.handle.lock();
-                handle.as_ref().map(|handle| (index, handle.status()))
-            })
-            .collect()
+        crate::member::serving_statuses(&self.disks)
     }
 
     /// The member that leads in the highest term, if any.
     pub fn leader(&self) -> Option<usize> {
-        self.statuses()
-            .into_iter()
-            .filter(|(_, status)| status.is_leader())
-            .max_by_key(|(_, status)| status.term)
-            .map(|(index, _)| index)
+        crate::member::highest_leader(self.statuses())
     }
 
     /// The election timeout of the configuration, for the nemesis's pacing.

@@ -6,6 +6,7 @@
 //! committed, then serves etcd's API on the client port, exactly as `controlplane` does over
 //! TCP. It returns only if the raft node stops: an error there fails the simulation.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use anyhow::{anyhow, Context, Result};
 use etcd_api::Net as _;
 use parking_lot::Mutex;
 use raftstore::engine::memory::MemoryEngine;
-use raftstore::node::{NodeConfig, NodeHandle};
+use raftstore::node::{NodeConfig, NodeHandle, NodeStatus};
 use raftstore::pb::k3rspb::ClusterIdentity;
 
 use crate::net::TurmoilNet;
@@ -48,6 +49,27 @@ impl Default for MemberDisk {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The raft status of every member of `disks` that is serving, by index.
+pub fn serving_statuses(disks: &[MemberDisk]) -> BTreeMap<usize, NodeStatus> {
+    disks
+        .iter()
+        .enumerate()
+        .filter_map(|(index, disk)| {
+            let handle = disk.handle.lock();
+            handle.as_ref().map(|handle| (index, handle.status()))
+        })
+        .collect()
+}
+
+/// Of `statuses`, the member that leads in the highest term, if any.
+pub fn highest_leader(statuses: BTreeMap<usize, NodeStatus>) -> Option<usize> {
+    statuses
+        .into_iter()
+        .filter(|(_, status)| status.is_leader())
+        .max_by_key(|(_, status)| status.term)
+        .map(|(index, _)| index)
 }
 
 fn any_addr(port: u16) -> SocketAddr {
