@@ -2,7 +2,8 @@
 //!
 //! Guarantees: each RPC is exactly one `NodeHandle` call, so validation, linearizability and
 //! revision accounting are the store's; responses carry the header the handle filled (cluster,
-//! member, revision, raft term); failures carry etcd's code and exact message.
+//! member, revision, raft term); failures carry etcd's code and exact message. A learner
+//! refuses all but serializable ranges with etcd's `rpc not supported for learner`.
 
 use raftstore::node::NodeHandle;
 use tonic::{Request, Response, Status};
@@ -26,20 +27,36 @@ impl KvService {
     }
 }
 
+impl KvService {
+    /// etcd's learner rule: a learner answers only Status and serializable ranges, so clients
+    /// move on to a voting member instead of waiting on one that cannot decide.
+    fn refuse_on_learner(&self) -> Result<(), Status> {
+        if self.handle.status().is_learner {
+            return Err(status_from(raftstore::EtcdError::NotSupportedForLearner));
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        let request = request.into_inner();
+        if !request.serializable {
+            self.refuse_on_learner()?;
+        }
         self.handle
-            .range(request.into_inner())
+            .range(request)
             .await
             .map(Response::new)
             .map_err(status_from)
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        self.refuse_on_learner()?;
         self.handle
             .put(request.into_inner())
             .await
@@ -51,6 +68,7 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        self.refuse_on_learner()?;
         self.handle
             .delete_range(request.into_inner())
             .await
@@ -59,6 +77,7 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        self.refuse_on_learner()?;
         self.handle
             .txn(request.into_inner())
             .await
@@ -70,6 +89,7 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        self.refuse_on_learner()?;
         self.handle
             .compact(request.into_inner())
             .await

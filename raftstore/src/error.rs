@@ -75,6 +75,8 @@ pub enum EtcdError {
     NotLearner,
     #[error("etcdserver: can only promote a learner member which is in sync with leader")]
     LearnerNotReady,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
     #[error("etcdserver: re-configuration failed due to not enough started members")]
     NotEnoughStartedMembers,
     #[error("etcdserver: unhealthy cluster")]
@@ -103,6 +105,7 @@ impl EtcdError {
             | TooManyLearners
             | NotLearner
             | LearnerNotReady
+            | NotSupportedForLearner
             | NotEnoughStartedMembers => ErrorCode::FailedPrecondition,
             TooManyRequests => ErrorCode::ResourceExhausted,
             NoLeader | LeaderChanged | Stopped | Timeout | LeaderTransferTimeout | Unhealthy => {

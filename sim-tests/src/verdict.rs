@@ -121,9 +121,16 @@ fn liveness(operations: &[Operation], clients: usize, from: Duration) -> Vec<Str
                 })
                 .take(5)
                 .collect();
+            let last = operations.iter().rfind(|op| op.client == client).map(|op| {
+                format!(
+                    "{:?} to member {}: {:?} -> {:?}",
+                    op.called_at, op.member, op.request, op.outcome
+                )
+            });
             violations.push(format!(
                 "client {client} made no progress after the faults healed (from {from:?}: \
-                 write {wrote}, linearizable read {read}); failures: {failures:?}"
+                 write {wrote}, linearizable read {read}); failures: {failures:?}; last \
+                 operation: {last:?}"
             ));
         }
     }

@@ -4,7 +4,8 @@
 //! before anything else); on restart the stored identity, raft log and MVCC state are validated
 //! against each other, and any damage stops start-up with a message naming it — nothing is ever
 //! silently reset. [`RunningNode::ready`] resolves once every entry committed before the restart
-//! is applied again, so a client port opened after it never serves stale state.
+//! is applied again (and, on an empty member, once it applied anything at all: a joining member
+//! waits for the leader's snapshot), so a client port opened after it never serves stale state.
 
 pub mod config;
 pub mod driver;
@@ -191,7 +192,10 @@ pub fn start_or_join(
     Ok(RunningNode {
         handle,
         driver,
-        commit_at_start: hard_state.commit,
+        // At least one entry: a member with nothing applied (a new member joining, whose state
+        // comes with the leader's first snapshot) has no state to serve yet; every cluster
+        // commits an entry as soon as it has a leader, so a new cluster gets there at once.
+        commit_at_start: hard_state.commit.max(1),
     })
 }
 
