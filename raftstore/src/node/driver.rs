@@ -346,8 +346,9 @@ impl Driver {
     }
 
     /// etcd's strict reconfiguration check, on the leader: every voter must be reachable
-    /// ("unhealthy cluster" otherwise), and the voters still reachable after the change must be
-    /// a quorum of the new voters ("not enough started members" otherwise).
+    /// ("unhealthy cluster" otherwise) — except for the removal of a voter that is down — and
+    /// the voters still reachable after the change must be a quorum of the new voters ("not
+    /// enough started members" otherwise).
     fn check_reconfiguration(
         &self,
         change: &ConfChangeV2,
@@ -377,7 +378,14 @@ impl Driver {
                 ConfChangeType::RemoveNode | ConfChangeType::AddLearnerNode => {}
             }
         }
-        if !voters.iter().all(|id| active(*id)) {
+        // Removing a voter that is down is how a dead machine leaves the cluster: etcd allows it
+        // as long as the members left that are up make a quorum (checked below).
+        let removes_a_down_voter = change.get_changes().iter().all(|single| {
+            single.get_change_type() == ConfChangeType::RemoveNode
+                && voters.contains(&single.node_id)
+                && !active(single.node_id)
+        });
+        if !removes_a_down_voter && !voters.iter().all(|id| active(*id)) {
             return Err(EtcdError::Unhealthy);
         }
         // Growing a one-member cluster to two is allowed, as etcd allows it (restoring data).
