@@ -41,7 +41,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::cluster::SimCluster;
-use crate::operator::{AdminCommand, AdminQueue, REPLACE_WITHIN};
+use crate::operator::{AdminCommand, AdminQueue, REPLACEMENT_LASTS};
 
 /// How a fault is undone.
 #[derive(Debug)]
@@ -60,10 +60,6 @@ enum Undo {
     /// A request: nothing to undo.
     Nothing,
 }
-
-/// How long a replacement holds off the next fault at most: its three steps, each retried for
-/// up to [`REPLACE_WITHIN`]. It ends earlier when the operator is done.
-const REPLACE_LASTS: Duration = Duration::from_secs(3 * REPLACE_WITHIN.as_secs());
 
 /// The faults of one simulation.
 pub struct Nemesis {
@@ -145,7 +141,7 @@ impl Nemesis {
                 // Under the peers' 5 s call deadline, so no peer call is cancelled (see
                 // `client` on why cancelled calls break replay).
                 let lasting = match undo {
-                    Undo::Replaced => REPLACE_LASTS,
+                    Undo::Replaced => REPLACEMENT_LASTS,
                     _ => Duration::from_millis(self.rng.gen_range(500..4_000)),
                 };
                 self.active = Some((undo, now + lasting));

@@ -30,8 +30,14 @@ use crate::member::PEER_PORT;
 const COMPACT_AFTER: Duration = Duration::from_secs(1);
 /// How often the operator looks for a command.
 const POLL_EVERY: Duration = Duration::from_millis(20);
-/// How long each step of a replacement is retried.
-pub const REPLACE_WITHIN: Duration = Duration::from_secs(10);
+/// How long each step of a replacement is retried: several request timeouts (7 s), because a
+/// member change forwarded by a follower to a leader that cannot take it yet (one just elected,
+/// whose earlier entries are not applied) is dropped and answered only by that timeout, as in
+/// etcd.
+pub const REPLACE_WITHIN: Duration = Duration::from_secs(30);
+/// How long a whole replacement may take: its three steps, each retried for up to
+/// [`REPLACE_WITHIN`].
+pub const REPLACEMENT_LASTS: Duration = Duration::from_secs(3 * REPLACE_WITHIN.as_secs());
 /// The pause between two attempts of a replacement step.
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 

@@ -4,7 +4,8 @@
 //! once, the watchers open their first watches at seeded times before the faults heal; from
 //! [`FAULTS_FROM`] the nemesis applies faults for `safety` (the operator carrying out its
 //! leader transfers and compactions); then it heals everything and the workload goes on for
-//! `liveness`; then the auditor waits for the members to converge, gives the watchers
+//! `liveness`; then the auditor lets the operator finish a replacement still under way (its
+//! member is down until then), waits for the members to converge, gives the watchers
 //! [`WATCH_CATCH_UP`] to catch up and ends the run. Between steps the raft statuses are
 //! checked ([`RaftObserver`]) and the committed changes archived ([`Archive`]). The verdict
 //! collects every violation: linearizability and revision checks of the KV history, watch
@@ -35,7 +36,7 @@ use crate::cluster::SimCluster;
 use crate::history::{History, Outcome};
 use crate::leases::{run_leases, LeaseLogs, LeaseSpec, KEEP_ALIVE_AT_MOST};
 use crate::nemesis::Nemesis;
-use crate::operator::{run_operator, AdminQueue};
+use crate::operator::{run_operator, AdminQueue, REPLACEMENT_LASTS};
 use crate::raft_observer::RaftObserver;
 use crate::report;
 pub use crate::report::SimReport;
@@ -115,7 +116,9 @@ pub fn run(spec: &SimSpec) -> Result<SimReport> {
     let stop_at = heal_at + spec.liveness;
     let mut sim = turmoil::Builder::new()
         .rng_seed(spec.seed)
-        .simulation_duration(stop_at + CONVERGE_WITHIN + Duration::from_secs(30))
+        .simulation_duration(
+            stop_at + REPLACEMENT_LASTS + CONVERGE_WITHIN + Duration::from_secs(30),
+        )
         .min_message_latency(MIN_LATENCY)
         .max_message_latency(MAX_LATENCY)
         .tcp_capacity(1024)
@@ -210,12 +213,19 @@ pub fn run(spec: &SimSpec) -> Result<SimReport> {
     {
         let names = cluster.names.clone();
         let disks = cluster.disks.clone();
+        let admin = admin.clone();
         let audit = audit.clone();
         sim.client("auditor", async move {
             tokio::time::sleep(stop_at + CONNECT_TIMEOUT).await;
+            // A replacement still under way (its member wiped and down) is finished first.
+            let give_up_at = stop_at + REPLACEMENT_LASTS;
+            while admin.replacing() && turmoil::sim_elapsed().unwrap_or_default() < give_up_at {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let converge_by = turmoil::sim_elapsed().unwrap_or_default() + CONVERGE_WITHIN;
             let etcd =
                 EtcdClient::new(&names, CONNECT_TIMEOUT).map_err(|err| format!("{err:#}"))?;
-            let verdict = crate::audit::converge(etcd, disks, stop_at + CONVERGE_WITHIN).await;
+            let verdict = crate::audit::converge(etcd, disks, converge_by).await;
             *audit.lock() = Some(verdict);
             tokio::time::sleep(WATCH_CATCH_UP).await;
             done.send_replace(true);

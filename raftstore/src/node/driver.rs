@@ -166,6 +166,7 @@ impl Driver {
     ) -> Result<(), DriverError> {
         let mut ticker = tokio::time::interval(self.config.tick_interval());
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        self.advance_first_election();
         let result = loop {
             tokio::select! {
                 biased;
@@ -209,6 +210,25 @@ impl Driver {
             tracing::warn!(error = %err, "final sync at shutdown failed");
         }
         result
+    }
+
+    /// etcd's initial election tick advance: a voter of a multi-voter cluster starts with all
+    /// but two ticks of its election timeout already elapsed, so a cluster that starts (or
+    /// restarts) together elects a leader after a few heartbeats instead of a whole election
+    /// timeout. Pre-vote makes an early campaign harmless: peers that still hear from a
+    /// leader refuse it without any term change.
+    fn advance_first_election(&mut self) {
+        let raft = &self.raw_node.raft;
+        let voters = raft.prs().conf().voters();
+        if voters.ids().len() < 2
+            || !voters.contains(self.member_id)
+            || raft.leader_id != raft::INVALID_ID
+        {
+            return;
+        }
+        for _ in 2..self.config.election_ticks() {
+            self.raw_node.tick();
+        }
     }
 
     fn on_tick(&mut self) {
@@ -270,6 +290,10 @@ impl Driver {
             DriverRequest::Step { messages } => {
                 for message in messages {
                     let from = message.from;
+                    if self.is_stale_pre_vote_grant(&message) {
+                        tracing::debug!(from = %format!("{from:x}"), term = message.term, "stale pre-vote grant dropped");
+                        continue;
+                    }
                     if let Err(err) = self.raw_node.step(message) {
                         tracing::debug!(from = %format!("{from:x}"), error = %err, "raft message not stepped");
                     }
@@ -298,6 +322,18 @@ impl Driver {
                 let _ = respond.send(self.lease_time_to_live(id, keys));
             }
         }
+    }
+
+    /// Whether `message` grants a pre-vote of an earlier round. A grant carries the term the
+    /// pre-candidate asked for (its term + 1), so one at or below the current term answers a
+    /// round that is over — delayed by the network, or sent to this member before it
+    /// restarted. raft-rs would count it towards the current round (it compares terms only),
+    /// and a pre-candidate whose log is behind could then start a real election it cannot
+    /// win, whose higher term unseats a working leader.
+    fn is_stale_pre_vote_grant(&self, message: &raft::eraftpb::Message) -> bool {
+        message.get_msg_type() == raft::eraftpb::MessageType::MsgRequestPreVoteResponse
+            && !message.reject
+            && message.term <= self.raw_node.raft.term
     }
 
     /// The error for a lease request on a member that does not lead.
