@@ -45,10 +45,14 @@ pub fn is_reference_run() -> bool {
 /// is about to restart on it.
 const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
-/// A port on 127.0.0.1 that was free a moment ago, outside the ephemeral range.
+/// A port on 127.0.0.1 that was free a moment ago, outside the ephemeral range, and never handed
+/// out before by this process (a port picked for a member that has not bound it yet is free
+/// too, and must not go to a second member).
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     static PICKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
     for _ in 0..1_000 {
         // A random start per process and pick, so parallel tests rarely try the same port.
@@ -56,7 +60,11 @@ pub fn free_port() -> u16 {
         hasher.write_u64(PICKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         hasher.write_u32(std::process::id());
         let port = TEST_PORTS.start + (hasher.finish() % span) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
             return port;
         }
     }
