@@ -269,7 +269,7 @@ impl EtcdClient {
     /// failing page fails the whole list. At most [`MAX_PAGES`] pages are read.
     async fn list(&self, member: usize, prefix: &str, limit: i64) -> Result<Response, String> {
         let mut kv = self.kv(member);
-        let range_end = prefix_end(prefix.as_bytes());
+        let range_end = raftstore::mvcc::tree_index::prefix_end(prefix.as_bytes());
         let mut key = prefix.as_bytes().to_vec();
         let mut revision = 0;
         let mut pages = Vec::new();
@@ -367,18 +367,6 @@ fn describe(status: &tonic::Status) -> String {
 
 fn header_revision(header: Option<&etcd_api::pb::etcdserverpb::ResponseHeader>) -> i64 {
     header.map_or(0, |h| h.revision)
-}
-
-/// The end of the range of keys starting with `prefix` (etcd's prefix range end).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 fn observed(response: &RangeResponse) -> Option<Observed> {

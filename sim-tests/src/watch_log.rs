@@ -60,6 +60,23 @@ pub struct Event {
 }
 
 impl Event {
+    /// A test event on the first version of `key`, created and modified at `revision`.
+    #[cfg(test)]
+    pub(crate) fn first_version(kind: EventKind, key: &str, value: &str, revision: i64) -> Self {
+        Self {
+            kind,
+            kv: Kv {
+                key: key.into(),
+                value: value.into(),
+                create_revision: revision,
+                mod_revision: revision,
+                version: 1,
+                lease: 0,
+            },
+            prev_kv: None,
+        }
+    }
+
     pub fn from_pb(event: &mvccpb::Event) -> Self {
         let kind = if event.r#type == mvccpb::event::EventType::Delete as i32 {
             EventKind::Delete

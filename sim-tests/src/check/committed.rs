@@ -63,21 +63,9 @@ pub fn check(operations: &[Operation], archive: &BTreeMap<i64, Vec<Event>>) -> V
 mod tests {
     use super::*;
     use crate::history::{Outcome, Response};
-    use crate::watch_log::Kv;
 
     fn put_event(key: &str, value: &str, revision: i64) -> Event {
-        Event {
-            kind: EventKind::Put,
-            kv: Kv {
-                key: key.into(),
-                value: value.into(),
-                create_revision: revision,
-                mod_revision: revision,
-                version: 1,
-                lease: 0,
-            },
-            prev_kv: None,
-        }
+        Event::first_version(EventKind::Put, key, value, revision)
     }
 
     fn acknowledged_put(key: &str, value: &str, revision: i64) -> Operation {

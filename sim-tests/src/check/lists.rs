@@ -145,21 +145,9 @@ pub fn check(operations: &[Operation], archive: &BTreeMap<i64, Vec<Event>>) -> V
 mod tests {
     use super::*;
     use crate::history::{Outcome, Page};
-    use crate::watch_log::Kv;
 
     fn event(kind: EventKind, key: &str, value: &str, revision: i64) -> Event {
-        Event {
-            kind,
-            kv: Kv {
-                key: key.into(),
-                value: value.into(),
-                create_revision: revision,
-                mod_revision: revision,
-                version: 1,
-                lease: 0,
-            },
-            prev_kv: None,
-        }
+        Event::first_version(kind, key, value, revision)
     }
 
     fn archive() -> BTreeMap<i64, Vec<Event>> {
