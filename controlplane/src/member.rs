@@ -143,12 +143,34 @@ impl MemberSettings {
     }
 }
 
+/// Binds every address in `addrs`, each with `what` in its error.
+async fn bind_all(
+    addrs: &[SocketAddr],
+    what: &str,
+) -> Result<Vec<(SocketAddr, etcd_api::net::TokioIncoming)>> {
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let incoming = etcd_api::TokioNet
+            .listen(*addr)
+            .await
+            .with_context(|| format!("{what} on {addr}"))?;
+        listeners.push((*addr, incoming));
+    }
+    Ok(listeners)
+}
+
 /// Runs the member until a signal asks it to stop or it fails; `serving` gets the member's
 /// handle once it serves clients.
 pub async fn run(
     settings: MemberSettings,
     serving: Option<watch::Sender<Option<raftstore::node::NodeHandle>>>,
 ) -> Result<()> {
+    // Every port is bound before anything else, as etcd binds them: a client or peer that
+    // connects during start-up waits in the backlog until the member serves instead of being
+    // refused. A refused gRPC client backs off for a second or more before it tries again, and
+    // a refused peer loses the first campaign of a cluster that starts together.
+    let peer_listeners = bind_all(&settings.listen_peer, "listening for peers").await?;
+    let client_listeners = bind_all(&settings.listen_client, "listening for clients").await?;
     create_private_dir(&settings.data_dir.join("member"))?;
     let engine_dir = settings.engine_dir();
     let engine = settings
@@ -200,13 +222,10 @@ pub async fn run(
     )
     .await?;
     let mut servers = Vec::new();
-    // Peers must reach this member before it can catch up, so the peer port opens first.
+    // Peers must reach this member before it can catch up, so the peer port is served first.
+    // A lone member that will never have peers closes it.
     if members.len() > 1 || settings.always_listen_peer {
-        for addr in &settings.listen_peer {
-            let incoming = etcd_api::TokioNet
-                .listen(*addr)
-                .await
-                .with_context(|| format!("listening for peers on {addr}"))?;
+        for (addr, incoming) in peer_listeners {
             let shutdown = stopped(stop_rx.clone());
             let handle = running.handle.clone();
             let tls = settings.tls.as_ref().map(|tls| tls.peer_port.clone());
@@ -222,17 +241,7 @@ pub async fn run(
             tracing::info!(%addr, "listening for peers");
         }
     }
-    // Client ports are bound now, as etcd binds them, so clients connecting during start-up
-    // wait in the backlog instead of being refused; nothing is accepted before the member has
-    // caught up.
-    let mut client_listeners = Vec::new();
-    for addr in &settings.listen_client {
-        let incoming = etcd_api::TokioNet
-            .listen(*addr)
-            .await
-            .with_context(|| format!("listening for clients on {addr}"))?;
-        client_listeners.push((*addr, incoming));
-    }
+    // Nothing is accepted on the client ports before the member has caught up.
     running
         .ready()
         .await

@@ -704,3 +704,77 @@ async fn a_watch_that_requires_a_leader_is_refused_without_one() {
         }
     }
 }
+
+/// etcd binds its ports before anything else: while a new member waits for the cluster it
+/// joins to answer, clients and peers that connect are held in the backlog instead of being
+/// refused (a refused gRPC client backs off for a second or more), and nothing is answered
+/// before the member has caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_waiting_to_join_holds_connections_and_answers_nothing() {
+    use etcd_api::pb::etcdserverpb::maintenance_client::MaintenanceClient;
+    use etcd_api::pb::etcdserverpb::StatusRequest;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client_port, peer_port) = (common::free_port(), common::free_port());
+    // Nobody listens here: the cluster to join never answers.
+    let absent_peer = format!("http://127.0.0.1:{}", common::free_port());
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let joining = std::process::Command::new(env!("CARGO_BIN_EXE_k3rs"))
+        .arg("etcd")
+        .args(["--name", "m2"])
+        .arg("--data-dir")
+        .arg(dir.path().join("m2"))
+        .args(["--listen-client-urls", &client_url])
+        .args(["--advertise-client-urls", &client_url])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args([
+            "--initial-cluster",
+            &format!("m1={absent_peer},m2={peer_url}"),
+        ])
+        .args(["--initial-cluster-state", "existing"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning k3rs");
+    let mut joining = KilledOnDrop(joining);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for port in [client_port, peer_port] {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "port {port} never accepted a connection"
+            );
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let channel = tonic::transport::Endpoint::from_shared(client_url)
+        .expect("endpoint")
+        .connect_lazy();
+    let answer = timeout(
+        Duration::from_secs(2),
+        MaintenanceClient::new(channel).status(StatusRequest {}),
+    )
+    .await;
+    assert!(
+        answer.is_err(),
+        "a member that has not joined yet must hold the request, not answer or refuse it: {answer:?}"
+    );
+    assert!(
+        joining.0.try_wait().expect("polling the member").is_none(),
+        "the member gave up waiting for the cluster early"
+    );
+}
+
+/// A child process that is killed and reaped when the test ends, passed or not.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
