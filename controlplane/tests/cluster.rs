@@ -542,6 +542,8 @@ async fn a_learner_joins_is_promoted_and_an_old_member_is_removed_under_load() {
             .any(|l| l.contains(&peer_url) && l.trim_end().ends_with("true")),
         "{listed}"
     );
+    assert_a_learner_serves_only_what_etcds_learners_serve(&cluster.members[joiner].endpoint())
+        .await;
     // Promotion is refused until the learner caught up; retry within a bound, as operators do.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -585,6 +587,38 @@ async fn a_learner_joins_is_promoted_and_an_old_member_is_removed_under_load() {
         !members.contains(&cluster.members[2].peer_url()),
         "{members}"
     );
+}
+
+/// etcd's learner rule: Status, Snapshot and serializable ranges are served; every other call,
+/// unary or stream, of every service is refused with etcd's error.
+async fn assert_a_learner_serves_only_what_etcds_learners_serve(learner: &str) {
+    use common::assert_grpc_error;
+    const REFUSED: &str = "etcdserver: rpc not supported for learner";
+    let mut client = common::connect(learner).await;
+    client.status().await.expect("a learner answers Status");
+    client
+        .get("member/00000", Some(GetOptions::new().with_serializable()))
+        .await
+        .expect("a learner answers serializable ranges");
+    // etcd 3.5's code (3.4 answered Unavailable).
+    let refused = tonic::Code::FailedPrecondition;
+    assert_grpc_error(client.get("member/00000", None).await, refused, REFUSED);
+    assert_grpc_error(client.put("on-learner", "no", None).await, refused, REFUSED);
+    assert_grpc_error(client.delete("on-learner", None).await, refused, REFUSED);
+    assert_grpc_error(client.lease_grant(10, None).await, refused, REFUSED);
+    assert_grpc_error(client.member_list().await, refused, REFUSED);
+    assert_grpc_error(
+        client
+            .alarm(
+                etcd_client::AlarmAction::Get,
+                etcd_client::AlarmType::None,
+                None,
+            )
+            .await,
+        refused,
+        REFUSED,
+    );
+    assert_grpc_error(client.watch("member/", None).await, refused, REFUSED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

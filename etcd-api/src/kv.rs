@@ -3,12 +3,14 @@
 //! Guarantees: each RPC is exactly one `NodeHandle` call, so validation, linearizability and
 //! revision accounting are the store's; responses carry the header the handle filled (cluster,
 //! member, revision, raft term); failures carry etcd's code and exact message. A learner
-//! refuses all but serializable ranges with etcd's `rpc not supported for learner`.
+//! refuses all but serializable ranges with etcd's `rpc not supported for learner`
+//! (the ranges here, the other calls in [`crate::learner_gate`]).
 
 use raftstore::node::NodeHandle;
 use tonic::{Request, Response, Status};
 
 use crate::error::status_from;
+use crate::learner_gate::refuse_on_learner;
 use crate::pb::etcdserverpb::kv_server::Kv;
 use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
@@ -27,17 +29,6 @@ impl KvService {
     }
 }
 
-impl KvService {
-    /// etcd's learner rule: a learner answers only Status and serializable ranges, so clients
-    /// move on to a voting member instead of waiting on one that cannot decide.
-    fn refuse_on_learner(&self) -> Result<(), Status> {
-        if self.handle.status().is_learner {
-            return Err(status_from(raftstore::EtcdError::NotSupportedForLearner));
-        }
-        Ok(())
-    }
-}
-
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(
@@ -45,8 +36,9 @@ impl Kv for KvService {
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
         let request = request.into_inner();
+        // The other KV calls never reach a learner (see `crate::learner_gate`).
         if !request.serializable {
-            self.refuse_on_learner()?;
+            refuse_on_learner(&self.handle)?;
         }
         self.handle
             .range(request)
@@ -56,7 +48,6 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        self.refuse_on_learner()?;
         self.handle
             .put(request.into_inner())
             .await
@@ -68,7 +59,6 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        self.refuse_on_learner()?;
         self.handle
             .delete_range(request.into_inner())
             .await
@@ -77,7 +67,6 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        self.refuse_on_learner()?;
         self.handle
             .txn(request.into_inner())
             .await
@@ -89,7 +78,6 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        self.refuse_on_learner()?;
         self.handle
             .compact(request.into_inner())
             .await

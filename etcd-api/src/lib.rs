@@ -15,6 +15,7 @@ mod header;
 mod health;
 mod kv;
 mod leader;
+mod learner_gate;
 mod lease;
 mod maintenance;
 pub mod net;

@@ -4,8 +4,9 @@
 //! Guarantees: a request message larger than etcd's gRPC receive limit (max request bytes +
 //! 512 KiB) is refused with `ResourceExhausted` (see [`crate::receive_limit`]) and the server
 //! goes on serving; an `:authority` written as a URL, as etcdctl sends it, is accepted
-//! (see [`crate::authority`]); responses are
-//! limited only as etcd limits them (`i32::MAX`); HTTP/2 keepalive pings follow etcd's defaults.
+//! (see [`crate::authority`]); a learner serves only what etcd's learners serve (see
+//! [`crate::learner_gate`]); responses are limited only as etcd limits them (`i32::MAX`);
+//! HTTP/2 keepalive pings follow etcd's defaults.
 //! `serve` does not wait for the member to be ready: call it after `RunningNode::ready`, so a
 //! restarted member never serves state older than what it had committed.
 
@@ -25,6 +26,7 @@ use crate::cluster::ClusterService;
 use crate::grpc_metrics::{GrpcCounted, GrpcMetrics};
 use crate::health::serving_health_service;
 use crate::kv::KvService;
+use crate::learner_gate::LearnerGate;
 use crate::lease::LeaseService;
 use crate::maintenance::MaintenanceService;
 use crate::net::Connector;
@@ -77,47 +79,42 @@ where
     IE: Into<Box<dyn StdError + Send + Sync>>,
 {
     let receive_limit_bytes = handle.config().max_request_bytes + GRPC_RECEIVE_OVERHEAD_BYTES;
-    let kv = GrpcCounted::new(
-        ReceiveLimitStatus::new(
-            KvServer::new(KvService::new(handle.clone()))
-                .max_decoding_message_size(receive_limit_bytes)
-                .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
-        ),
-        metrics.clone(),
+    let kv = client_service(
+        KvServer::new(KvService::new(handle.clone()))
+            .max_decoding_message_size(receive_limit_bytes)
+            .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+        &handle,
+        &metrics,
     );
-    let watch = GrpcCounted::new(
-        ReceiveLimitStatus::new(
-            WatchServer::new(WatchService::new(handle.clone()))
-                .max_decoding_message_size(receive_limit_bytes)
-                .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
-        ),
-        metrics.clone(),
+    let watch = client_service(
+        WatchServer::new(WatchService::new(handle.clone()))
+            .max_decoding_message_size(receive_limit_bytes)
+            .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+        &handle,
+        &metrics,
     );
-    let lease = GrpcCounted::new(
-        ReceiveLimitStatus::new(
-            LeaseServer::new(LeaseService::new(handle.clone(), connector.clone()))
-                .max_decoding_message_size(receive_limit_bytes)
-                .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
-        ),
-        metrics.clone(),
+    let lease = client_service(
+        LeaseServer::new(LeaseService::new(handle.clone(), connector.clone()))
+            .max_decoding_message_size(receive_limit_bytes)
+            .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+        &handle,
+        &metrics,
     );
-    let maintenance = GrpcCounted::new(
-        ReceiveLimitStatus::new(
-            MaintenanceServer::new(MaintenanceService::new(handle.clone()))
-                .max_decoding_message_size(receive_limit_bytes)
-                .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
-        ),
-        metrics.clone(),
+    let maintenance = client_service(
+        MaintenanceServer::new(MaintenanceService::new(handle.clone()))
+            .max_decoding_message_size(receive_limit_bytes)
+            .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+        &handle,
+        &metrics,
     );
-    let cluster = GrpcCounted::new(
-        ReceiveLimitStatus::new(
-            ClusterServer::new(ClusterService::new(handle, connector))
-                .max_decoding_message_size(receive_limit_bytes)
-                .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
-        ),
-        metrics.clone(),
+    let cluster = client_service(
+        ClusterServer::new(ClusterService::new(handle.clone(), connector))
+            .max_decoding_message_size(receive_limit_bytes)
+            .max_encoding_message_size(GRPC_SEND_LIMIT_BYTES),
+        &handle,
+        &metrics,
     );
-    let health = GrpcCounted::new(serving_health_service().await, metrics);
+    let health = client_service(serving_health_service().await, &handle, &metrics);
 
     Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -133,6 +130,20 @@ where
         .serve_with_incoming_shutdown(incoming.map_ok(AuthorityRepair::new), shutdown)
         .await?;
     Ok(())
+}
+
+/// `service` as the client port serves it: counted (outermost, so refusals count too), refused
+/// on a learner unless etcd's learners serve it ([`LearnerGate`]), and with etcd's status for
+/// an oversized message ([`ReceiveLimitStatus`]).
+fn client_service<S>(
+    service: S,
+    handle: &NodeHandle,
+    metrics: &Arc<GrpcMetrics>,
+) -> GrpcCounted<LearnerGate<ReceiveLimitStatus<S>>> {
+    GrpcCounted::new(
+        LearnerGate::new(ReceiveLimitStatus::new(service), handle.clone()),
+        metrics.clone(),
+    )
 }
 
 /// Serves the peer (raft) service for `handle` on the connections of `incoming` until
