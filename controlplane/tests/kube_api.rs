@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::k3rs_server::{K3rsServer, Ports};
+use common::kubectl::{text, Kubectl};
 use common::output_watch::OutputWatch;
 use serde_json::Value;
 use tokio::time::{sleep, Instant};
@@ -19,14 +18,10 @@ use tokio::time::{sleep, Instant};
 const READY: Duration = Duration::from_secs(60);
 const EVENT_WAIT: Duration = Duration::from_secs(20);
 
-/// A single-server cluster and a kubectl home of its own.
+/// A single-server cluster and a kubectl of its own.
 struct Cluster {
     server: K3rsServer,
-    home: tempfile::TempDir,
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    kubectl: Kubectl,
 }
 
 impl Cluster {
@@ -34,15 +29,13 @@ impl Cluster {
         let mut server = K3rsServer::new("127.0.0.1", node_name, Ports::pick());
         server.start(&["--cluster-init", "--etcd-disable-snapshots"]);
         server.wait_healthy(READY).await;
-        let home = tempfile::Builder::new()
-            .prefix("k3rs-kubectl-")
-            .tempdir()
-            .expect("creating the kubectl home");
-        let cluster = Self { server, home };
+        let kubectl = Kubectl::for_server(&server);
+        let cluster = Self { server, kubectl };
         // The default namespaces are created once the member serves.
         let deadline = Instant::now() + READY;
         while !cluster
-            .kubectl(&["get", "namespace", "kube-node-lease"])
+            .kubectl
+            .run(&["get", "namespace", "kube-node-lease"], None)
             .status
             .success()
         {
@@ -54,77 +47,6 @@ impl Cluster {
             sleep(Duration::from_millis(250)).await;
         }
         cluster
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.server
-            .data_dir()
-            .join("server")
-            .join("cred")
-            .join("admin.kubeconfig")
-    }
-
-    fn kubectl_command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("kubectl");
-        command
-            .env("HOME", self.home.path())
-            .env("KUBECACHEDIR", self.home.path().join("cache"))
-            .env_remove("KUBECONFIG")
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .arg("--request-timeout=20s")
-            .args(args);
-        command
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        self.kubectl_command(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running kubectl")
-    }
-
-    /// kubectl with `input` on stdin.
-    fn kubectl_input(&self, args: &[&str], input: &str) -> Output {
-        let mut child = self
-            .kubectl_command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running kubectl");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("writing kubectl's input");
-        child.wait_with_output().expect("kubectl's output")
-    }
-
-    fn ok(&self, output: Output, args: &[&str]) -> String {
-        assert!(
-            output.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            text(&output.stdout),
-            text(&output.stderr)
-        );
-        text(&output.stdout)
-    }
-
-    fn kubectl_ok(&self, args: &[&str]) -> String {
-        self.ok(self.kubectl(args), args)
-    }
-
-    /// The stderr of a kubectl run that must fail.
-    fn kubectl_err(&self, args: &[&str]) -> String {
-        let output = self.kubectl(args);
-        assert!(
-            !output.status.success(),
-            "kubectl {args:?} succeeded: {}",
-            text(&output.stdout)
-        );
-        text(&output.stderr)
     }
 
     fn tls(&self, name: &str) -> String {
@@ -171,7 +93,7 @@ async fn kubectl_creates_labels_patches_applies_replaces_and_deletes() {
     let cluster = Cluster::start("kube-1").await;
 
     // Namespaces: the defaults, and one of ours.
-    let namespaces = cluster.kubectl_ok(&["get", "namespaces"]);
+    let namespaces = cluster.kubectl.ok(&["get", "namespaces"]);
     assert!(namespaces.starts_with("NAME"), "{namespaces}");
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(namespaces.contains(name), "{namespaces}");
@@ -183,17 +105,17 @@ async fn kubectl_creates_labels_patches_applies_replaces_and_deletes() {
             .is_some_and(|l| l.contains("Active")),
         "{namespaces}"
     );
-    cluster.kubectl_ok(&["create", "namespace", "team-a"]);
+    cluster.kubectl.ok(&["create", "namespace", "team-a"]);
 
     // ConfigMaps: create (protobuf from kubectl's typed client), get, list with columns.
-    cluster.kubectl_ok(&[
+    cluster.kubectl.ok(&[
         "create",
         "configmap",
         "app",
         "--from-literal=a=1",
         "--from-literal=b=2",
     ]);
-    let listed = cluster.kubectl_ok(&["get", "configmaps"]);
+    let listed = cluster.kubectl.ok(&["get", "configmaps"]);
     let header: Vec<&str> = listed
         .lines()
         .next()
@@ -208,7 +130,7 @@ async fn kubectl_creates_labels_patches_applies_replaces_and_deletes() {
         "{listed}"
     );
     let object: Value =
-        serde_json::from_str(&cluster.kubectl_ok(&["get", "cm", "app", "-o", "json"]))
+        serde_json::from_str(&cluster.kubectl.ok(&["get", "cm", "app", "-o", "json"]))
             .expect("JSON");
     assert_eq!(object["data"]["b"], "2");
     let uid = object["metadata"]["uid"]
@@ -242,16 +164,24 @@ async fn kubectl_creates_labels_patches_applies_replaces_and_deletes() {
     );
 
     // Label, then select by label.
-    cluster.kubectl_ok(&["label", "configmap", "app", "tier=web"]);
-    cluster.kubectl_ok(&["create", "configmap", "other", "--from-literal=x=1"]);
-    let selected = cluster.kubectl_ok(&["get", "cm", "-l", "tier in (web,db)", "-o", "name"]);
+    cluster
+        .kubectl
+        .ok(&["label", "configmap", "app", "tier=web"]);
+    cluster
+        .kubectl
+        .ok(&["create", "configmap", "other", "--from-literal=x=1"]);
+    let selected = cluster
+        .kubectl
+        .ok(&["get", "cm", "-l", "tier in (web,db)", "-o", "name"]);
     assert_eq!(selected.trim(), "configmap/app");
-    let selected = cluster.kubectl_ok(&["get", "cm", "-l", "!tier", "-o", "name"]);
+    let selected = cluster
+        .kubectl
+        .ok(&["get", "cm", "-l", "!tier", "-o", "name"]);
     assert!(
         selected.contains("configmap/other") && !selected.contains("configmap/app"),
         "{selected}"
     );
-    let selected = cluster.kubectl_ok(&[
+    let selected = cluster.kubectl.ok(&[
         "get",
         "cm",
         "--field-selector",
@@ -262,8 +192,10 @@ async fn kubectl_creates_labels_patches_applies_replaces_and_deletes() {
     assert_eq!(selected.trim(), "configmap/other");
 
     // Patches: strategic (kubectl's default), merge and JSON patch.
-    cluster.kubectl_ok(&["patch", "cm", "app", "-p", r#"{"data":{"c":"3"}}"#]);
-    cluster.kubectl_ok(&[
+    cluster
+        .kubectl
+        .ok(&["patch", "cm", "app", "-p", r#"{"data":{"c":"3"}}"#]);
+    cluster.kubectl.ok(&[
         "patch",
         "cm",
         "app",
@@ -271,7 +203,7 @@ async fn kubectl_creates_labels_patches_applies_replaces_and_deletes() {
         "-p",
         r#"{"data":{"a":null}}"#,
     ]);
-    cluster.kubectl_ok(&[
+    cluster.kubectl.ok(&[
         "patch",
         "cm",
         "app",
@@ -279,12 +211,14 @@ async fn kubectl_creates_labels_patches_applies_replaces_and_deletes() {
         "-p",
         r#"[{"op":"replace","path":"/data/b","value":"20"}]"#,
     ]);
-    let data = cluster.kubectl_ok(&["get", "cm", "app", "-o", "jsonpath={.data}"]);
+    let data = cluster
+        .kubectl
+        .ok(&["get", "cm", "app", "-o", "jsonpath={.data}"]);
     let data: Value = serde_json::from_str(&data).expect("JSON data");
     assert_eq!(data, serde_json::json!({"b": "20", "c": "3"}));
 
     // Secrets: base64 data as given, stringData converted, TYPE and DATA columns.
-    cluster.kubectl_ok(&[
+    cluster.kubectl.ok(&[
         "create",
         "secret",
         "generic",
@@ -293,7 +227,7 @@ async fn kubectl_creates_labels_patches_applies_replaces_and_deletes() {
         "team-a",
         "--from-literal=password=hunter2",
     ]);
-    let secret = cluster.kubectl_ok(&[
+    let secret = cluster.kubectl.ok(&[
         "get",
         "secret",
         "db",
@@ -303,7 +237,7 @@ async fn kubectl_creates_labels_patches_applies_replaces_and_deletes() {
         "jsonpath={.data.password}",
     ]);
     assert_eq!(secret, "aHVudGVyMg==");
-    let secrets = cluster.kubectl_ok(&["get", "secrets", "-n", "team-a"]);
+    let secrets = cluster.kubectl.ok(&["get", "secrets", "-n", "team-a"]);
     let header: Vec<&str> = secrets
         .lines()
         .next()
@@ -316,23 +250,19 @@ async fn kubectl_creates_labels_patches_applies_replaces_and_deletes() {
     // apply (client-side: create, then a strategic merge patch with the last-applied
     // annotation), then server-side apply.
     let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\n  namespace: team-a\ndata:\n  key: one\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: applied\n  namespace: team-a\nstringData:\n  token: abc\n";
-    let out = cluster.ok(
-        cluster.kubectl_input(&["apply", "-f", "-"], manifest),
-        &["apply"],
-    );
+    let out = cluster
+        .kubectl
+        .ok_input(&["apply", "-f", "-"], Some(manifest));
     assert!(
         out.contains("configmap/applied created") && out.contains("secret/applied created"),
         "{out}"
     );
-    let out = cluster.ok(
-        cluster.kubectl_input(
-            &["apply", "-f", "-"],
-            &manifest.replace("key: one", "key: two"),
-        ),
-        &["apply"],
+    let out = cluster.kubectl.ok_input(
+        &["apply", "-f", "-"],
+        Some(&manifest.replace("key: one", "key: two")),
     );
     assert!(out.contains("configmap/applied configured"), "{out}");
-    let key = cluster.kubectl_ok(&[
+    let key = cluster.kubectl.ok(&[
         "get",
         "cm",
         "applied",
@@ -342,18 +272,15 @@ async fn kubectl_creates_labels_patches_applies_replaces_and_deletes() {
         "jsonpath={.data.key}",
     ]);
     assert_eq!(key, "two");
-    let out = cluster.ok(
-        cluster.kubectl_input(
-            &["apply", "--server-side", "-f", "-"],
-            &manifest.replace("key: one", "key: three"),
-        ),
-        &["apply", "--server-side"],
+    let out = cluster.kubectl.ok_input(
+        &["apply", "--server-side", "-f", "-"],
+        Some(&manifest.replace("key: one", "key: three")),
     );
     assert!(
         out.contains("configmap/applied serverside-applied"),
         "{out}"
     );
-    let token = cluster.kubectl_ok(&[
+    let token = cluster.kubectl.ok(&[
         "get",
         "secret",
         "applied",
@@ -365,13 +292,14 @@ async fn kubectl_creates_labels_patches_applies_replaces_and_deletes() {
     assert_eq!(token, "YWJj");
 
     // replace with what get returned, changed.
-    let current = cluster.kubectl_ok(&["get", "cm", "applied", "-n", "team-a", "-o", "json"]);
+    let current = cluster
+        .kubectl
+        .ok(&["get", "cm", "applied", "-n", "team-a", "-o", "json"]);
     let replaced = current.replace("\"three\"", "\"four\"");
-    cluster.ok(
-        cluster.kubectl_input(&["replace", "-f", "-"], &replaced),
-        &["replace"],
-    );
-    let key = cluster.kubectl_ok(&[
+    cluster
+        .kubectl
+        .ok_input(&["replace", "-f", "-"], Some(&replaced));
+    let key = cluster.kubectl.ok(&[
         "get",
         "cm",
         "applied",
@@ -383,43 +311,47 @@ async fn kubectl_creates_labels_patches_applies_replaces_and_deletes() {
     assert_eq!(key, "four");
 
     // delete an object, then a namespace and what is in it.
-    let out = cluster.kubectl_ok(&["delete", "configmap", "other"]);
+    let out = cluster.kubectl.ok(&["delete", "configmap", "other"]);
     assert!(out.contains("configmap \"other\" deleted"), "{out}");
-    cluster.kubectl_ok(&["delete", "namespace", "team-a"]);
+    cluster.kubectl.ok(&["delete", "namespace", "team-a"]);
     let left = cluster
         .server
         .etcdctl_ok(&["get", "/registry/", "--prefix", "--keys-only"]);
     assert!(!left.contains("team-a"), "{left}");
     assert!(left.contains("/registry/configmaps/default/app"), "{left}");
-    let error = cluster.kubectl_err(&["delete", "namespace", "default"]);
+    let error = cluster.kubectl.err(&["delete", "namespace", "default"]);
     assert!(error.contains("Forbidden"), "{error}");
 }
 
 #[tokio::test]
 async fn kubectl_gets_kube_apiserver_s_errors() {
     let cluster = Cluster::start("kube-2").await;
-    cluster.kubectl_ok(&["create", "configmap", "taken", "--from-literal=a=1"]);
+    cluster
+        .kubectl
+        .ok(&["create", "configmap", "taken", "--from-literal=a=1"]);
 
-    let error = cluster.kubectl_err(&["create", "configmap", "taken", "--from-literal=a=2"]);
+    let error = cluster
+        .kubectl
+        .err(&["create", "configmap", "taken", "--from-literal=a=2"]);
     assert!(
         error.contains("configmaps \"taken\" already exists"),
         "{error}"
     );
-    let error = cluster.kubectl_err(&["get", "configmap", "missing"]);
+    let error = cluster.kubectl.err(&["get", "configmap", "missing"]);
     assert!(
         error.contains("Error from server (NotFound): configmaps \"missing\" not found"),
         "{error}"
     );
-    let error = cluster.kubectl_err(&["create", "configmap", "Bad_Name"]);
+    let error = cluster.kubectl.err(&["create", "configmap", "Bad_Name"]);
     assert!(
         error.contains("ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"),
         "{error}"
     );
-    let error = cluster.kubectl_err(&["create", "namespace", "a.b"]);
+    let error = cluster.kubectl.err(&["create", "namespace", "a.b"]);
     assert!(error.contains("Namespace \"a.b\" is invalid"), "{error}");
-    let output = cluster.kubectl_input(
+    let output = cluster.kubectl.run(
         &["apply", "-f", "-"],
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x\n",
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x\n"),
     );
     assert!(!output.status.success());
     assert!(
@@ -429,9 +361,12 @@ async fn kubectl_gets_kube_apiserver_s_errors() {
     );
 
     // A replace from a stale read is a conflict.
-    let stale = cluster.kubectl_ok(&["get", "cm", "taken", "-o", "json"]);
-    cluster.kubectl_ok(&["label", "cm", "taken", "moved=on"]);
-    let output = cluster.kubectl_input(&["replace", "-f", "-"], &stale.replace("\"1\"", "\"9\""));
+    let stale = cluster.kubectl.ok(&["get", "cm", "taken", "-o", "json"]);
+    cluster.kubectl.ok(&["label", "cm", "taken", "moved=on"]);
+    let output = cluster.kubectl.run(
+        &["replace", "-f", "-"],
+        Some(&stale.replace("\"1\"", "\"9\"")),
+    );
     let error = text(&output.stderr);
     assert!(
         error.contains("Error from server (Conflict)")
@@ -517,7 +452,7 @@ async fn kubectl_gets_kube_apiserver_s_errors() {
         r#"{{"metadata":{{"name":"big"}},"data":{{"a":"{}"}}}}"#,
         "x".repeat(2 * 1024 * 1024)
     );
-    let big_file = cluster.home.path().join("big.json");
+    let big_file = cluster.kubectl.home().join("big.json");
     std::fs::write(&big_file, big).expect("writing the big object");
     let (code, status) = cluster.api(
         &[
@@ -548,8 +483,10 @@ async fn kubectl_gets_kube_apiserver_s_errors() {
 #[tokio::test]
 async fn kubectl_get_watch_sees_changes_as_they_happen() {
     let cluster = Cluster::start("kube-3").await;
-    cluster.kubectl_ok(&["create", "configmap", "before", "--from-literal=a=0"]);
-    let watch = OutputWatch::spawn(cluster.kubectl_command(&[
+    cluster
+        .kubectl
+        .ok(&["create", "configmap", "before", "--from-literal=a=0"]);
+    let watch = OutputWatch::spawn(cluster.kubectl.command(&[
         "get",
         "configmaps",
         "--watch",
@@ -557,9 +494,11 @@ async fn kubectl_get_watch_sees_changes_as_they_happen() {
         "jsonpath={.metadata.name}={.data.a}{\"\\n\"}",
     ]));
     watch.wait_for("before=0\n", EVENT_WAIT).await;
-    cluster.kubectl_ok(&["create", "configmap", "during", "--from-literal=a=1"]);
+    cluster
+        .kubectl
+        .ok(&["create", "configmap", "during", "--from-literal=a=1"]);
     watch.wait_for("during=1\n", EVENT_WAIT).await;
-    cluster.kubectl_ok(&[
+    cluster.kubectl.ok(&[
         "patch",
         "configmap",
         "during",
@@ -575,8 +514,8 @@ async fn kubectl_get_watch_sees_changes_as_they_happen() {
         .as_str()
         .expect("a list revision")
         .to_string();
-    cluster.kubectl_ok(&["label", "configmap", "before", "x=y"]);
-    cluster.kubectl_ok(&["delete", "configmap", "during"]);
+    cluster.kubectl.ok(&["label", "configmap", "before", "x=y"]);
+    cluster.kubectl.ok(&["delete", "configmap", "during"]);
     let (code, body) = cluster.curl(
         Some("client-admin"),
         &["--max-time", "3"],
@@ -604,7 +543,9 @@ async fn kubectl_get_watch_sees_changes_as_they_happen() {
     );
 
     // Once that history is compacted, the same watch ends with a 410 Expired ERROR event.
-    cluster.kubectl_ok(&["create", "configmap", "after", "--from-literal=a=3"]);
+    cluster
+        .kubectl
+        .ok(&["create", "configmap", "after", "--from-literal=a=3"]);
     let (_, list) = cluster.api(&[], "/api/v1/namespaces/default/configmaps");
     let now = list["metadata"]["resourceVersion"]
         .as_str()
@@ -632,14 +573,16 @@ async fn kubectl_get_watch_sees_changes_as_they_happen() {
 async fn lists_page_at_one_revision_and_the_api_needs_a_client_certificate() {
     let cluster = Cluster::start("kube-4").await;
     for index in 0..5 {
-        cluster.kubectl_ok(&[
+        cluster.kubectl.ok(&[
             "create",
             "configmap",
             &format!("page-{index}"),
             "--from-literal=a=1",
         ]);
     }
-    let names = cluster.kubectl_ok(&["get", "cm", "--chunk-size=2", "-o", "name"]);
+    let names = cluster
+        .kubectl
+        .ok(&["get", "cm", "--chunk-size=2", "-o", "name"]);
     assert_eq!(
         names
             .lines()
@@ -654,7 +597,9 @@ async fn lists_page_at_one_revision_and_the_api_needs_a_client_certificate() {
         .as_str()
         .expect("a continue token")
         .to_string();
-    cluster.kubectl_ok(&["create", "configmap", "page-9", "--from-literal=a=1"]);
+    cluster
+        .kubectl
+        .ok(&["create", "configmap", "page-9", "--from-literal=a=1"]);
     let mut seen = 2;
     let mut next = Some(token);
     while let Some(token) = next {
@@ -681,7 +626,9 @@ async fn lists_page_at_one_revision_and_the_api_needs_a_client_certificate() {
         .as_str()
         .expect("a continue token")
         .to_string();
-    cluster.kubectl_ok(&["create", "configmap", "page-10", "--from-literal=a=1"]);
+    cluster
+        .kubectl
+        .ok(&["create", "configmap", "page-10", "--from-literal=a=1"]);
     let (_, list) = cluster.api(&[], "/api/v1/namespaces/default/configmaps");
     let now = list["metadata"]["resourceVersion"]
         .as_str()
@@ -699,7 +646,9 @@ async fn lists_page_at_one_revision_and_the_api_needs_a_client_certificate() {
     );
 
     // deletecollection by label.
-    cluster.kubectl_ok(&["label", "cm", "page-0", "page-1", "batch=old"]);
+    cluster
+        .kubectl
+        .ok(&["label", "cm", "page-0", "page-1", "batch=old"]);
     let (code, deleted) = cluster.api(
         &["-X", "DELETE"],
         "/api/v1/namespaces/default/configmaps?labelSelector=batch%3Dold",
@@ -745,10 +694,10 @@ async fn lists_page_at_one_revision_and_the_api_needs_a_client_certificate() {
     assert_eq!(cluster.curl(Some("client-admin"), &[], "/db/info").0, 401);
 
     // Discovery and version.
-    let version = cluster.kubectl_ok(&["version", "-o", "json"]);
+    let version = cluster.kubectl.ok(&["version", "-o", "json"]);
     let version: Value = serde_json::from_str(&version).expect("JSON");
     assert_eq!(version["serverVersion"]["major"], "1");
-    let resources = cluster.kubectl_ok(&["api-resources", "--no-headers"]);
+    let resources = cluster.kubectl.ok(&["api-resources", "--no-headers"]);
     assert!(
         resources
             .lines()
@@ -789,7 +738,9 @@ async fn lists_page_at_one_revision_and_the_api_needs_a_client_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joined_server_serves_the_same_api_to_the_same_kubeconfig() {
     let cluster = Cluster::start("kube-6").await;
-    cluster.kubectl_ok(&["create", "configmap", "shared", "--from-literal=a=1"]);
+    cluster
+        .kubectl
+        .ok(&["create", "configmap", "shared", "--from-literal=a=1"]);
     let mut second = K3rsServer::new("127.0.0.2", "kube-7", Ports::pick());
     let token_file = cluster.server.token_file().display().to_string();
     second.start(&[
@@ -802,12 +753,13 @@ async fn a_joined_server_serves_the_same_api_to_the_same_kubeconfig() {
     let on_second = ["--server", &second.supervisor_url()];
     let deadline = Instant::now() + READY;
     let data = loop {
-        let output = cluster.kubectl(
+        let output = cluster.kubectl.run(
             &[
                 &on_second[..],
                 &["get", "cm", "shared", "-o", "jsonpath={.data.a}"],
             ]
             .concat(),
+            None,
         );
         if output.status.success() {
             break text(&output.stdout);
@@ -821,8 +773,10 @@ async fn a_joined_server_serves_the_same_api_to_the_same_kubeconfig() {
         sleep(Duration::from_millis(250)).await;
     };
     assert_eq!(data, "1");
-    cluster.kubectl_ok(&[&on_second[..], &["create", "configmap", "from-second"]].concat());
-    let names = cluster.kubectl_ok(&["get", "cm", "-o", "name"]);
+    cluster
+        .kubectl
+        .ok(&[&on_second[..], &["create", "configmap", "from-second"]].concat());
+    let names = cluster.kubectl.ok(&["get", "cm", "-o", "name"]);
     assert!(names.contains("configmap/from-second"), "{names}");
     assert_eq!(
         std::fs::read(cluster.server.tls_file("client-ca.crt")).expect("first client CA"),
@@ -841,7 +795,7 @@ async fn a_joined_server_serves_the_same_api_to_the_same_kubeconfig() {
     // All three are Ready control-plane/etcd nodes, each with a lease in kube-node-lease.
     let deadline = Instant::now() + READY;
     loop {
-        let nodes = cluster.kubectl_ok(&["get", "nodes", "--no-headers"]);
+        let nodes = cluster.kubectl.ok(&["get", "nodes", "--no-headers"]);
         let ready = ["kube-6", "kube-7", "kube-9"].iter().all(|name| {
             nodes.lines().any(|line| {
                 let cells: Vec<&str> = line.split_whitespace().collect();
@@ -856,7 +810,9 @@ async fn a_joined_server_serves_the_same_api_to_the_same_kubeconfig() {
         assert!(Instant::now() < deadline, "nodes not Ready: {nodes}");
         sleep(Duration::from_millis(250)).await;
     }
-    let leases = cluster.kubectl_ok(&["get", "leases", "-n", "kube-node-lease", "-o", "name"]);
+    let leases = cluster
+        .kubectl
+        .ok(&["get", "leases", "-n", "kube-node-lease", "-o", "name"]);
     assert!(
         ["kube-6", "kube-7", "kube-9"]
             .iter()
@@ -867,7 +823,7 @@ async fn a_joined_server_serves_the_same_api_to_the_same_kubeconfig() {
     // `kubectl get -w` through the third server sees a write made through the second.
     let on_third = ["--server", &third.supervisor_url()];
     let watch = OutputWatch::spawn(
-        cluster.kubectl_command(
+        cluster.kubectl.command(
             &[
                 &on_third[..],
                 &[
@@ -882,20 +838,18 @@ async fn a_joined_server_serves_the_same_api_to_the_same_kubeconfig() {
         ),
     );
     watch.wait_for("shared=1\n", EVENT_WAIT).await;
-    cluster.kubectl_ok(
-        &[
-            &on_second[..],
-            &["create", "configmap", "across", "--from-literal=a=7"],
-        ]
-        .concat(),
-    );
+    cluster.kubectl.ok(&[
+        &on_second[..],
+        &["create", "configmap", "across", "--from-literal=a=7"],
+    ]
+    .concat());
     watch.wait_for("across=7\n", EVENT_WAIT).await;
     drop(watch);
 
     // Deleting the second server's node removes its etcd member, as k3s does.
     let members = cluster.server.etcdctl_ok(&["member", "list"]);
     assert_eq!(members.lines().count(), 3, "{members}");
-    let out = cluster.kubectl_ok(&["delete", "node", "kube-7"]);
+    let out = cluster.kubectl.ok(&["delete", "node", "kube-7"]);
     assert!(out.contains("node \"kube-7\" deleted"), "{out}");
     // The first server may be a follower that applies the removal a moment later.
     let deadline = Instant::now() + EVENT_WAIT;
@@ -911,18 +865,19 @@ async fn a_joined_server_serves_the_same_api_to_the_same_kubeconfig() {
         members.contains("kube-6-") && members.contains("kube-9-") && !members.contains("kube-7-"),
         "{members}"
     );
-    let nodes = cluster.kubectl_ok(&["get", "nodes", "-o", "name"]);
+    let nodes = cluster.kubectl.ok(&["get", "nodes", "-o", "name"]);
     assert!(!nodes.contains("node/kube-7"), "{nodes}");
 
     // A node whose lease is not renewed is marked NotReady by the leader.
     let ghost = r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"ghost"},"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#;
-    cluster.ok(
-        cluster.kubectl_input(&["create", "-f", "-"], ghost),
-        &["create", "ghost"],
-    );
+    cluster
+        .kubectl
+        .ok_input(&["create", "-f", "-"], Some(ghost));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let line = cluster.kubectl_ok(&["get", "node", "ghost", "--no-headers"]);
+        let line = cluster
+            .kubectl
+            .ok(&["get", "node", "ghost", "--no-headers"]);
         if line.split_whitespace().nth(1) == Some("NotReady") {
             break;
         }
@@ -975,8 +930,8 @@ async fn the_python_kubernetes_client_lists_watches_and_writes() {
     let cluster = Cluster::start("kube-5").await;
     let output = Command::new(&python)
         .args(["-c", PYTHON_CLIENT])
-        .arg(cluster.kubeconfig())
-        .env("HOME", cluster.home.path())
+        .arg(cluster.kubectl.kubeconfig())
+        .env("HOME", cluster.kubectl.home())
         .output()
         .expect("running python");
     let stdout = text(&output.stdout);

@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::k3rs_server::{K3rsServer, Ports};
+use common::kubectl::Kubectl;
 use common::output_watch::OutputWatch;
 use common::s3_server::S3Server;
 use common::snapshot_cli::{save, snapshot_ok};
@@ -72,121 +71,6 @@ fn crontab(name: &str, image: &str, replicas: u32) -> String {
     format!(
         "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata:\n  name: {name}\n  labels:\n    app: cron\nspec:\n  cronSpec: \"*/5 * * * *\"\n  image: {image}\n  replicas: {replicas}\n"
     )
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// kubectl for one server's admin kubeconfig, with a home (and discovery cache) of its own.
-struct Kubectl {
-    kubeconfig: PathBuf,
-    home: tempfile::TempDir,
-    server_url: Option<String>,
-}
-
-impl Kubectl {
-    fn for_server(server: &K3rsServer) -> Self {
-        Self {
-            kubeconfig: server
-                .data_dir()
-                .join("server")
-                .join("cred")
-                .join("admin.kubeconfig"),
-            home: tempfile::Builder::new()
-                .prefix("k3rs-kubectl-")
-                .tempdir()
-                .expect("creating the kubectl home"),
-            server_url: None,
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("kubectl");
-        command
-            .env("HOME", self.home.path())
-            .env("KUBECACHEDIR", self.home.path().join("cache"))
-            .env_remove("KUBECONFIG")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--request-timeout=20s");
-        if let Some(url) = &self.server_url {
-            command.args(["--server", url]);
-        }
-        command.args(args);
-        command
-    }
-
-    fn run(&self, args: &[&str], input: Option<&str>) -> Output {
-        let mut child = self
-            .command(args)
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running kubectl");
-        if let Some(input) = input {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(input.as_bytes())
-                .expect("writing kubectl's input");
-        }
-        child.wait_with_output().expect("kubectl's output")
-    }
-
-    fn ok_input(&self, args: &[&str], input: Option<&str>) -> String {
-        let output = self.run(args, input);
-        assert!(
-            output.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            text(&output.stdout),
-            text(&output.stderr)
-        );
-        text(&output.stdout)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.ok_input(args, None)
-    }
-
-    fn apply(&self, yaml: &str) -> String {
-        self.ok_input(&["apply", "-f", "-"], Some(yaml))
-    }
-
-    /// The stderr of a kubectl run that must fail.
-    fn err_input(&self, args: &[&str], input: Option<&str>) -> String {
-        let output = self.run(args, input);
-        assert!(
-            !output.status.success(),
-            "kubectl {args:?} succeeded: {}",
-            text(&output.stdout)
-        );
-        text(&output.stderr)
-    }
-
-    /// Runs `args` until its stdout satisfies `done` (bounded by `bound`).
-    async fn until(&self, args: &[&str], bound: Duration, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + bound;
-        loop {
-            let output = self.run(args, None);
-            let stdout = text(&output.stdout);
-            if output.status.success() && done(&stdout) {
-                return stdout;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kubectl {args:?} never gave what was wanted: {stdout}{}",
-                text(&output.stderr)
-            );
-            sleep(Duration::from_millis(250)).await;
-        }
-    }
 }
 
 async fn start_server(node_name: &str) -> K3rsServer {

@@ -8,12 +8,13 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::free_port;
 use common::k3rs_server::{K3rsServer, Ports};
+use common::kubectl::{text, Kubectl};
 use common::output_watch::OutputWatch;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -23,10 +24,6 @@ use tokio::time::{sleep, Instant};
 const READY: Duration = Duration::from_secs(60);
 const EXIT_WAIT: Duration = Duration::from_secs(40);
 const EVENT_WAIT: Duration = Duration::from_secs(20);
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// A CA made for the test, able to sign leaves.
 struct TestCa {
@@ -185,32 +182,9 @@ impl Drop for ExternalEtcd {
     }
 }
 
-/// kubectl with `kubeconfig`, in a home of its own.
-fn kubectl(home: &Path, kubeconfig: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new("kubectl");
-    command
-        .env("HOME", home)
-        .env("KUBECACHEDIR", home.join("cache"))
-        .env_remove("KUBECONFIG")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--request-timeout=20s")
-        .args(args);
-    command
-}
-
-fn admin_kubeconfig(server: &K3rsServer) -> PathBuf {
-    server
-        .data_dir()
-        .join("server")
-        .join("cred")
-        .join("admin.kubeconfig")
-}
-
-fn kubectl_ok(home: &Path, server: &K3rsServer, args: &[&str]) -> String {
-    let output = kubectl(home, &admin_kubeconfig(server), args)
-        .output()
-        .expect("running kubectl");
+/// The stdout of a kubectl run on `server` that must succeed; a failure shows its logs.
+fn kubectl_ok(kubectl: &Kubectl, server: &K3rsServer, args: &[&str]) -> String {
+    let output = kubectl.run(args, None);
     assert!(
         output.status.success(),
         "kubectl {args:?} failed: {}{}\n{}",
@@ -229,7 +203,7 @@ fn start_server(name: &str, flags: &[String]) -> K3rsServer {
 }
 
 /// Waits until `server`'s API serves the default namespaces.
-async fn wait_api(home: &Path, server: &mut K3rsServer) {
+async fn wait_api(kubectl: &Kubectl, server: &mut K3rsServer) {
     let deadline = Instant::now() + READY;
     loop {
         if let Some(status) = server.try_exit() {
@@ -239,13 +213,7 @@ async fn wait_api(home: &Path, server: &mut K3rsServer) {
                 server.logs()
             );
         }
-        let output = kubectl(
-            home,
-            &admin_kubeconfig(server),
-            &["get", "namespace", "kube-node-lease"],
-        )
-        .output()
-        .expect("running kubectl");
+        let output = kubectl.run(&["get", "namespace", "kube-node-lease"], None);
         if output.status.success() {
             return;
         }
@@ -292,7 +260,8 @@ async fn the_api_keeps_its_objects_in_an_external_etcd_shared_by_two_servers() {
         "0640".to_string(),
     ]);
     let mut first = start_server("ext-1", &flags);
-    wait_api(home.path(), &mut first).await;
+    let on_first = Kubectl::for_server(&first);
+    wait_api(&on_first, &mut first).await;
 
     // The kubeconfig goes where --write-kubeconfig says, with its mode.
     let mode = std::fs::metadata(&written)
@@ -311,12 +280,12 @@ async fn the_api_keeps_its_objects_in_an_external_etcd_shared_by_two_servers() {
 
     // create / get / list / delete, and the object is in etcd where kube-apiserver puts it.
     kubectl_ok(
-        home.path(),
+        &on_first,
         &first,
         &["create", "configmap", "shared", "--from-literal=a=1"],
     );
     let got = kubectl_ok(
-        home.path(),
+        &on_first,
         &first,
         &["get", "configmap", "shared", "-o", "jsonpath={.data.a}"],
     );
@@ -332,11 +301,11 @@ async fn the_api_keeps_its_objects_in_an_external_etcd_shared_by_two_servers() {
         text(&stored.stderr)
     );
     kubectl_ok(
-        home.path(),
+        &on_first,
         &first,
         &["create", "configmap", "gone", "--from-literal=b=2"],
     );
-    kubectl_ok(home.path(), &first, &["delete", "configmap", "gone"]);
+    kubectl_ok(&on_first, &first, &["delete", "configmap", "gone"]);
     let keys = etcd.etcdctl(&["get", "/registry/configmaps/", "--prefix", "--keys-only"]);
     assert_eq!(
         text(&keys.stdout).split_whitespace().collect::<Vec<_>>(),
@@ -345,7 +314,7 @@ async fn the_api_keeps_its_objects_in_an_external_etcd_shared_by_two_servers() {
 
     // History compacted in etcd: a watch from before it ends with kube's 410 Expired.
     let list = kubectl_ok(
-        home.path(),
+        &on_first,
         &first,
         &["get", "--raw", "/api/v1/namespaces/default/configmaps"],
     );
@@ -355,12 +324,12 @@ async fn the_api_keeps_its_objects_in_an_external_etcd_shared_by_two_servers() {
         .expect("a list revision")
         .to_string();
     kubectl_ok(
-        home.path(),
+        &on_first,
         &first,
         &["label", "configmap", "shared", "compacted=yes"],
     );
     kubectl_ok(
-        home.path(),
+        &on_first,
         &first,
         &[
             "label",
@@ -377,9 +346,7 @@ async fn the_api_keeps_its_objects_in_an_external_etcd_shared_by_two_servers() {
         .expect("a revision");
     let compact = etcd.etcdctl(&["compact", &now.to_string()]);
     assert!(compact.status.success(), "{}", text(&compact.stderr));
-    let events = kubectl_ok(
-        home.path(),
-        &first,
+    let events = kubectl_ok(&on_first, &first,
         &[
             "get",
             "--raw",
@@ -402,21 +369,22 @@ async fn the_api_keeps_its_objects_in_an_external_etcd_shared_by_two_servers() {
     let mut second_flags = etcd.flags();
     second_flags.extend(["--token".to_string(), token.trim().to_string()]);
     let mut second = start_server("ext-2", &second_flags);
-    wait_api(home.path(), &mut second).await;
+    let on_second = Kubectl::for_server(&second);
+    wait_api(&on_second, &mut second).await;
     assert_eq!(
         std::fs::read(first.tls_file("server-ca.crt")).expect("first CA"),
         std::fs::read(second.tls_file("server-ca.crt")).expect("second CA"),
         "the second server took the cluster's CAs from the datastore"
     );
     let through_second = kubectl_ok(
-        home.path(),
+        &on_second,
         &second,
         &["get", "configmap", "shared", "-o", "jsonpath={.data.a}"],
     );
     assert_eq!(through_second, "1");
     let deadline = Instant::now() + READY;
     loop {
-        let nodes = kubectl_ok(home.path(), &first, &["get", "nodes", "-o", "name"]);
+        let nodes = kubectl_ok(&on_first, &first, &["get", "nodes", "-o", "name"]);
         if nodes.contains("node/ext-1") && nodes.contains("node/ext-2") {
             break;
         }
@@ -425,20 +393,16 @@ async fn the_api_keeps_its_objects_in_an_external_etcd_shared_by_two_servers() {
     }
 
     // A watch through the first server sees a write made through the second.
-    let watch = OutputWatch::spawn(kubectl(
-        home.path(),
-        &admin_kubeconfig(&first),
-        &[
-            "get",
-            "configmaps",
-            "--watch",
-            "-o",
-            "jsonpath={.metadata.name}={.data.a}{\"\\n\"}",
-        ],
-    ));
+    let watch = OutputWatch::spawn(on_first.command(&[
+        "get",
+        "configmaps",
+        "--watch",
+        "-o",
+        "jsonpath={.metadata.name}={.data.a}{\"\\n\"}",
+    ]));
     watch.wait_for("shared=1\n", EVENT_WAIT).await;
     kubectl_ok(
-        home.path(),
+        &on_second,
         &second,
         &["create", "configmap", "later", "--from-literal=a=7"],
     );
@@ -470,7 +434,7 @@ async fn the_api_keeps_its_objects_in_an_external_etcd_shared_by_two_servers() {
     assert_eq!(missing.status.code(), Some(1), "kubectl's own exit code");
     assert!(text(&missing.stderr).contains("\"nothing\" not found"));
     // An explicit KUBECONFIG wins over the data dir.
-    let kubeconfig = admin_kubeconfig(&second).display().to_string();
+    let kubeconfig = on_second.kubeconfig().display().to_string();
     let output = k3rs_kubectl(
         home.path(),
         &[
@@ -509,8 +473,8 @@ async fn the_api_keeps_its_objects_in_an_external_etcd_shared_by_two_servers() {
     // A restart keeps everything.
     first.kill9();
     first.restart();
-    wait_api(home.path(), &mut first).await;
-    let names = kubectl_ok(home.path(), &first, &["get", "configmaps", "-o", "name"]);
+    wait_api(&on_first, &mut first).await;
+    let names = kubectl_ok(&on_first, &first, &["get", "configmaps", "-o", "name"]);
     assert_eq!(names, "configmap/later\nconfigmap/shared\n");
 
     // A list larger than gRPC's default 4 MiB message comes back whole.
@@ -520,12 +484,12 @@ async fn the_api_keeps_its_objects_in_an_external_etcd_shared_by_two_servers() {
     for index in 0..6 {
         let name = format!("big-{index}");
         kubectl_ok(
-            home.path(),
+            &on_first,
             &first,
             &["create", "configmap", &name, &from_file],
         );
     }
-    let names = kubectl_ok(home.path(), &first, &["get", "configmaps", "-o", "name"]);
+    let names = kubectl_ok(&on_first, &first, &["get", "configmaps", "-o", "name"]);
     assert_eq!(
         names
             .lines()
@@ -536,13 +500,7 @@ async fn the_api_keeps_its_objects_in_an_external_etcd_shared_by_two_servers() {
 
     // The datastore going away: the API answers 503 naming it, and serves again after.
     etcd.stop();
-    let output = kubectl(
-        home.path(),
-        &admin_kubeconfig(&first),
-        &["get", "configmap", "shared"],
-    )
-    .output()
-    .expect("kubectl");
+    let output = on_first.run(&["get", "configmap", "shared"], None);
     assert!(!output.status.success());
     assert!(
         text(&output.stderr).contains("the datastore is unavailable"),
@@ -553,13 +511,7 @@ async fn the_api_keeps_its_objects_in_an_external_etcd_shared_by_two_servers() {
     etcd.wait_healthy().await;
     let deadline = Instant::now() + READY;
     loop {
-        let output = kubectl(
-            home.path(),
-            &admin_kubeconfig(&first),
-            &["get", "configmap", "shared", "-o", "name"],
-        )
-        .output()
-        .expect("kubectl");
+        let output = on_first.run(&["get", "configmap", "shared", "-o", "name"], None);
         if output.status.success() {
             break;
         }

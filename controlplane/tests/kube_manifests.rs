@@ -6,74 +6,36 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::k3rs_server::{K3rsServer, Ports};
+use common::kubectl::{text, Kubectl};
 use tokio::time::{sleep, Instant};
 
 const READY: Duration = Duration::from_secs(60);
 /// The directory is read every 5 s; an apply takes a few requests.
 const DEPLOY_WAIT: Duration = Duration::from_secs(30);
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-struct Kubectl {
-    kubeconfig: PathBuf,
-    home: tempfile::TempDir,
-}
-
-impl Kubectl {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
-            .env("HOME", self.home.path())
-            .env("KUBECACHEDIR", self.home.path().join("cache"))
-            .env_remove("KUBECONFIG")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--request-timeout=20s")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running kubectl")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            output.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            text(&output.stdout),
-            text(&output.stderr)
-        );
-        text(&output.stdout)
-    }
-
-    /// Waits until `kubectl args` prints `wanted` (trimmed); `None`: until it fails with
-    /// NotFound.
-    async fn wait_for(&self, server: &K3rsServer, args: &[&str], wanted: Option<&str>) {
-        let deadline = Instant::now() + DEPLOY_WAIT;
-        loop {
-            let output = self.run(args);
-            let now = match wanted {
-                Some(wanted) => output.status.success() && text(&output.stdout).trim() == wanted,
-                None => !output.status.success() && text(&output.stderr).contains("NotFound"),
-            };
-            if now {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kubectl {args:?} never gave {wanted:?}: {}{}\n{}",
-                text(&output.stdout),
-                text(&output.stderr),
-                server.logs()
-            );
-            sleep(Duration::from_millis(500)).await;
+/// Waits until `kubectl args` prints `wanted` (trimmed); `None`: until it fails with NotFound.
+async fn wait_for(kubectl: &Kubectl, server: &K3rsServer, args: &[&str], wanted: Option<&str>) {
+    let deadline = Instant::now() + DEPLOY_WAIT;
+    loop {
+        let output = kubectl.run(args, None);
+        let now = match wanted {
+            Some(wanted) => output.status.success() && text(&output.stdout).trim() == wanted,
+            None => !output.status.success() && text(&output.stderr).contains("NotFound"),
+        };
+        if now {
+            return;
         }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl {args:?} never gave {wanted:?}: {}{}\n{}",
+            text(&output.stdout),
+            text(&output.stderr),
+            server.logs()
+        );
+        sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -150,17 +112,7 @@ async fn manifests_are_applied_at_start_and_as_they_change() {
     write("notes.txt", never);
     server.start(&["--cluster-init", "--etcd-disable-snapshots"]);
     server.wait_healthy(READY).await;
-    let kubectl = Kubectl {
-        kubeconfig: server
-            .data_dir()
-            .join("server")
-            .join("cred")
-            .join("admin.kubeconfig"),
-        home: tempfile::Builder::new()
-            .prefix("k3rs-kubectl-")
-            .tempdir()
-            .expect("creating the kubectl home"),
-    };
+    let kubectl = Kubectl::for_server(&server);
     let settings = [
         "get",
         "configmap",
@@ -172,14 +124,14 @@ async fn manifests_are_applied_at_start_and_as_they_change() {
     ];
 
     // Present at start: applied, the Namespace first; no namespace means `default`.
-    kubectl.wait_for(&server, &settings, Some("one/x/")).await;
-    kubectl
-        .wait_for(
-            &server,
-            &["get", "cm", "plain", "-o", "jsonpath={.data.a}"],
-            Some("1"),
-        )
-        .await;
+    wait_for(&kubectl, &server, &settings, Some("one/x/")).await;
+    wait_for(
+        &kubectl,
+        &server,
+        &["get", "cm", "plain", "-o", "jsonpath={.data.a}"],
+        Some("1"),
+    )
+    .await;
     let owner = kubectl.ok(&[
         "get",
         "cm",
@@ -200,28 +152,28 @@ async fn manifests_are_applied_at_start_and_as_they_change() {
     write("broken.yaml", MALFORMED);
     write("mixed.yaml", MIXED);
     write("extra.json", JSON_FILE);
-    kubectl
-        .wait_for(
-            &server,
-            &[
-                "get",
-                "cm",
-                "from-json",
-                "-n",
-                "kube-system",
-                "-o",
-                "jsonpath={.data.j}",
-            ],
-            Some("son"),
-        )
-        .await;
-    kubectl
-        .wait_for(
-            &server,
-            &["get", "secret", "beside-widget", "-o", "jsonpath={.data.k}"],
-            Some("dg=="),
-        )
-        .await;
+    wait_for(
+        &kubectl,
+        &server,
+        &[
+            "get",
+            "cm",
+            "from-json",
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.data.j}",
+        ],
+        Some("son"),
+    )
+    .await;
+    wait_for(
+        &kubectl,
+        &server,
+        &["get", "secret", "beside-widget", "-o", "jsonpath={.data.k}"],
+        Some("dg=="),
+    )
+    .await;
     let logs = server.logs();
     assert!(
         logs.contains("broken.yaml: line 3"),
@@ -233,26 +185,24 @@ async fn manifests_are_applied_at_start_and_as_they_change() {
     // drops is removed, and an object dropped from the file is deleted.
     kubectl.ok(&["label", "cm", "settings", "-n", "demo", "user=added"]);
     write("base.yaml", BASE_EDITED);
-    kubectl
-        .wait_for(
-            &server,
-            &settings,
-            Some(r#"two//{"from":"file","user":"added"}"#),
-        )
-        .await;
-    kubectl
-        .wait_for(&server, &["get", "cm", "plain"], None)
-        .await;
+    wait_for(
+        &kubectl,
+        &server,
+        &settings,
+        Some(r#"two//{"from":"file","user":"added"}"#),
+    )
+    .await;
+    wait_for(&kubectl, &server, &["get", "cm", "plain"], None).await;
 
     // A removed file's objects are deleted; a skipped or hidden one was never applied.
     std::fs::remove_file(dir.join("extra.json")).expect("removing a manifest");
-    kubectl
-        .wait_for(
-            &server,
-            &["get", "cm", "from-json", "-n", "kube-system"],
-            None,
-        )
-        .await;
+    wait_for(
+        &kubectl,
+        &server,
+        &["get", "cm", "from-json", "-n", "kube-system"],
+        None,
+    )
+    .await;
     let names = kubectl.ok(&["get", "cm", "-A", "-o", "name"]);
     assert!(!names.contains("configmap/never"), "{names}");
     let records = server.etcdctl_ok(&[
@@ -268,16 +218,14 @@ async fn manifests_are_applied_at_start_and_as_they_change() {
     std::fs::remove_file(dir.join("base.yaml")).expect("removing a manifest");
     server.restart();
     server.wait_healthy(READY).await;
-    kubectl
-        .wait_for(&server, &["get", "namespace", "demo"], None)
-        .await;
-    kubectl
-        .wait_for(
-            &server,
-            &["get", "secret", "beside-widget", "-o", "jsonpath={.data.k}"],
-            Some("dg=="),
-        )
-        .await;
+    wait_for(&kubectl, &server, &["get", "namespace", "demo"], None).await;
+    wait_for(
+        &kubectl,
+        &server,
+        &["get", "secret", "beside-widget", "-o", "jsonpath={.data.k}"],
+        Some("dg=="),
+    )
+    .await;
 }
 
 /// Two servers holding the same file: when one removes its copy (deleting the objects and
@@ -296,19 +244,9 @@ async fn a_file_on_two_servers_stays_while_either_has_it() {
     }
     first.start(&["--cluster-init", "--etcd-disable-snapshots"]);
     first.wait_healthy(READY).await;
-    let kubectl = Kubectl {
-        kubeconfig: first
-            .data_dir()
-            .join("server")
-            .join("cred")
-            .join("admin.kubeconfig"),
-        home: tempfile::Builder::new()
-            .prefix("k3rs-kubectl-")
-            .tempdir()
-            .expect("creating the kubectl home"),
-    };
+    let kubectl = Kubectl::for_server(&first);
     let get = ["get", "cm", "shared-cm", "-o", "jsonpath={.data.a}"];
-    kubectl.wait_for(&first, &get, Some("1")).await;
+    wait_for(&kubectl, &first, &get, Some("1")).await;
     let token_file = first.token_file().display().to_string();
     second.start(&[
         "--server",
@@ -349,5 +287,5 @@ async fn a_file_on_two_servers_stays_while_either_has_it() {
         );
         sleep(Duration::from_millis(500)).await;
     }
-    kubectl.wait_for(&first, &get, Some("1")).await;
+    wait_for(&kubectl, &first, &get, Some("1")).await;
 }

@@ -392,6 +392,7 @@ pub fn assert_grpc_error<T: std::fmt::Debug>(
 }
 pub mod cluster;
 pub mod k3rs_server;
+pub mod kubectl;
 pub mod output_watch;
 pub mod s3_server;
 pub mod snapshot_cli;
