@@ -773,7 +773,7 @@ async fn a_member_waiting_to_join_holds_connections_and_answers_nothing() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawning k3rs");
-    let mut joining = KilledOnDrop(joining);
+    let mut joining = common::KillOnDrop(joining);
 
     let deadline = Instant::now() + Duration::from_secs(10);
     for port in [client_port, peer_port] {
@@ -801,14 +801,4 @@ async fn a_member_waiting_to_join_holds_connections_and_answers_nothing() {
         joining.0.try_wait().expect("polling the member").is_none(),
         "the member gave up waiting for the cluster early"
     );
-}
-
-/// A child process that is killed and reaped when the test ends, passed or not.
-struct KilledOnDrop(std::process::Child);
-
-impl Drop for KilledOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -290,7 +290,7 @@ async fn health_is_false_without_a_leader() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawning k3rs etcd");
-    let _child = KillOnDrop(child);
+    let _child = common::KillOnDrop(child);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(&metrics_addr).await.is_err() {
         assert!(
@@ -315,14 +315,4 @@ async fn health_is_false_without_a_leader() {
         sample(&samples(&metrics.body), "etcd_server_has_leader"),
         0.0
     );
-}
-
-/// Kills the child process when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

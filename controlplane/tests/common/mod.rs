@@ -377,6 +377,16 @@ pub fn grpc_status<T: std::fmt::Debug>(result: Result<T, etcd_client::Error>) ->
     }
 }
 
+/// A child process killed and reaped when the test ends, however it ends.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Asserts that `result` failed with exactly `code` and `message` (etcd's wording).
 pub fn assert_grpc_error<T: std::fmt::Debug>(
     result: Result<T, etcd_client::Error>,
